@@ -1,0 +1,12 @@
+use clap::Parser;
+use kubescaler_base::{Application, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    kubescaler_shared::telemetry::init(config.common.log_format);
+    let shutdown = kubescaler_shared::shutdown::token_on_signal();
+    Application::build(config, shutdown).await?.run_until_stopped().await?;
+    tracing::info!("base stopped");
+    Ok(())
+}

@@ -1,0 +1,492 @@
+//! The Cassandra store.
+//!
+//! The session is made in the background: base starts, serves `/livez` and answers 503 while
+//! Cassandra is unreachable, and becomes ready by itself once a node answers — Kubernetes
+//! starts pods in any order, and a restart loop helps nobody. Once connected, the driver keeps
+//! its pools alive and reconnects on its own; a query that fails meanwhile answers 503.
+//!
+//! On connection the schema is created idempotently (`IF NOT EXISTS`) and every statement is
+//! prepared once; requests only execute prepared statements.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use clap::Args;
+use kubescaler_shared::model::{Profile, ProfileUsers, User, UserName};
+use kubescaler_shared::{ProfileId, UserId};
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+use scylla::response::PagingState;
+use scylla::statement::Consistency;
+use scylla::statement::prepared::PreparedStatement;
+use tokio::sync::OnceCell;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use uuid::Uuid;
+
+use crate::store::{Store, StoreError, StoreResult};
+
+const BACKEND: &str = "cassandra";
+/// Rows per page when reading whole tables or index results: bounded memory per round trip.
+const PAGE_SIZE: i32 = 1000;
+
+#[derive(Debug, Clone, Args)]
+pub struct CassandraConfig {
+    /// Cassandra contact points, comma-separated `host:port`.
+    #[arg(
+        long = "cassandra-nodes",
+        env = "CASSANDRA_NODES",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:9042"
+    )]
+    pub nodes: Vec<String>,
+
+    /// Keyspace holding the `user` and `profile` tables; created when missing.
+    #[arg(long = "cassandra-keyspace", env = "CASSANDRA_KEYSPACE", default_value = "kubescaler", value_parser = keyspace_name)]
+    pub keyspace: String,
+
+    /// Replication of the keyspace when base creates it, as a CQL map.
+    #[arg(
+        long = "cassandra-replication",
+        env = "CASSANDRA_REPLICATION",
+        default_value = "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+        value_parser = replication_map
+    )]
+    pub replication: String,
+
+    /// Time allowed to open a connection to a node.
+    #[arg(long = "cassandra-connect-timeout", env = "CASSANDRA_CONNECT_TIMEOUT", value_parser = kubescaler_shared::config::duration, default_value = "5s")]
+    pub connect_timeout: Duration,
+
+    /// Client-side timeout of one query (all its retries included).
+    #[arg(long = "cassandra-request-timeout", env = "CASSANDRA_REQUEST_TIMEOUT", value_parser = kubescaler_shared::config::duration, default_value = "5s")]
+    pub request_timeout: Duration,
+}
+
+impl CassandraConfig {
+    /// Defaults, for tests and embedding: `nodes` and `keyspace` are the ones that vary.
+    pub fn new(nodes: Vec<String>, keyspace: &str) -> Result<Self, String> {
+        Ok(Self {
+            nodes,
+            keyspace: keyspace_name(keyspace)?,
+            replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+        })
+    }
+}
+
+/// Keyspace names go into DDL text (they cannot be bound), so only Cassandra's unquoted
+/// identifier form is accepted.
+fn keyspace_name(name: &str) -> Result<String, String> {
+    let valid = (1..=48).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(format!("`{name}` is not a keyspace name: 1-48 letters, digits or _, starting with a letter"))
+    }
+}
+
+fn replication_map(map: &str) -> Result<String, String> {
+    let trimmed = map.trim();
+    let balanced = trimmed.starts_with('{') && trimmed.ends_with('}') && !trimmed.contains(';');
+    if balanced && trimmed.contains("'class'") {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(format!(
+            "`{map}` is not a CQL replication map such as {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+        ))
+    }
+}
+
+/// Statements prepared once per session.
+#[derive(Debug)]
+struct Statements {
+    ping: PreparedStatement,
+    list_users: PreparedStatement,
+    get_user: PreparedStatement,
+    insert_user: PreparedStatement,
+    update_user: PreparedStatement,
+    delete_user: PreparedStatement,
+    truncate_users: PreparedStatement,
+    list_profiles: PreparedStatement,
+    get_profile: PreparedStatement,
+    insert_profile: PreparedStatement,
+    update_profile: PreparedStatement,
+    delete_profile: PreparedStatement,
+    truncate_profiles: PreparedStatement,
+    profiles_of_user: PreparedStatement,
+    remove_user_from_profile: PreparedStatement,
+}
+
+#[derive(Debug)]
+struct Connected {
+    session: Session,
+    statements: Statements,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: CassandraConfig,
+    connected: OnceCell<Connected>,
+    /// Why the last connection attempt failed, for 503 answers and `/readyz`.
+    last_error: Mutex<String>,
+}
+
+/// The Cassandra-backed [`Store`].
+#[derive(Debug)]
+pub struct CassandraStore {
+    shared: Arc<Shared>,
+    /// Stops the background connector when the store is dropped.
+    _connector: DropGuard,
+}
+
+impl CassandraStore {
+    /// Returns at once; a background task connects (retrying with backoff until it succeeds),
+    /// creates the schema and prepares the statements.
+    pub fn start(config: CassandraConfig) -> Self {
+        let shared = Arc::new(Shared {
+            config,
+            connected: OnceCell::new(),
+            last_error: Mutex::new("not connected yet".into()),
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(connect_until_done(shared.clone(), stop.clone()));
+        Self { shared, _connector: stop.drop_guard() }
+    }
+
+    /// Waits until connected (or `timeout`), for callers that prefer to start ready.
+    pub async fn wait_connected(&self, timeout: Duration) -> StoreResult<()> {
+        let poll = async {
+            while !self.shared.connected.initialized() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(timeout, poll).await.map_err(|_| self.not_connected())
+    }
+
+    fn not_connected(&self) -> StoreError {
+        let why = self.shared.last_error.lock().map(|e| e.clone()).unwrap_or_default();
+        unavailable(format!("not connected: {why}"))
+    }
+
+    fn connected(&self) -> StoreResult<&Connected> {
+        self.shared.connected.get().ok_or_else(|| self.not_connected())
+    }
+}
+
+async fn connect_until_done(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let attempt = tokio::select! {
+            () = stop.cancelled() => return,
+            attempt = connect(&shared.config) => attempt,
+        };
+        match attempt {
+            Ok(connected) => {
+                tracing::info!(nodes = ?shared.config.nodes, keyspace = %shared.config.keyspace, "connected to Cassandra");
+                let _ = shared.connected.set(connected);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot connect to Cassandra yet");
+                if let Ok(mut last) = shared.last_error.lock() {
+                    *last = e;
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn connect(config: &CassandraConfig) -> Result<Connected, String> {
+    let profile = ExecutionProfile::builder()
+        .consistency(Consistency::LocalQuorum)
+        .request_timeout(Some(config.request_timeout))
+        .build();
+    let session = SessionBuilder::new()
+        .known_nodes(&config.nodes)
+        .connection_timeout(config.connect_timeout)
+        .default_execution_profile_handle(profile.into_handle())
+        .build()
+        .await
+        .map_err(|e| format!("{e}"))?;
+    create_schema(&session, config).await.map_err(|e| format!("creating the schema: {e}"))?;
+    let statements =
+        prepare(&session, &config.keyspace).await.map_err(|e| format!("preparing statements: {e}"))?;
+    Ok(Connected { session, statements })
+}
+
+async fn create_schema(session: &Session, config: &CassandraConfig) -> Result<(), ExecutionError> {
+    let ks = &config.keyspace;
+    let ddl = [
+        format!("CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}", config.replication),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.user (id uuid PRIMARY KEY, name text)"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.profile (id uuid PRIMARY KEY, users set<uuid>)"),
+        // "Profiles of a user" is served by this index; a query that needed ALLOW FILTERING
+        // would scan every profile.
+        format!("CREATE INDEX IF NOT EXISTS profile_users_idx ON {ks}.profile (VALUES(users))"),
+    ];
+    for statement in ddl {
+        session.query_unpaged(statement, &[]).await?;
+    }
+    Ok(())
+}
+
+async fn prepare(session: &Session, ks: &str) -> Result<Statements, scylla::errors::PrepareError> {
+    let paged = |mut statement: PreparedStatement| {
+        statement.set_page_size(PAGE_SIZE);
+        statement
+    };
+    let mut lwt_update_user =
+        session.prepare(format!("UPDATE {ks}.user SET name = ? WHERE id = ? IF EXISTS")).await?;
+    let mut lwt_update_profile =
+        session.prepare(format!("UPDATE {ks}.profile SET users = ? WHERE id = ? IF EXISTS")).await?;
+    // A replace must not resurrect a row deleted a moment before (a plain UPDATE would write
+    // the row back), hence the conditional update.
+    lwt_update_user.set_serial_consistency(Some(scylla::statement::SerialConsistency::LocalSerial));
+    lwt_update_profile.set_serial_consistency(Some(scylla::statement::SerialConsistency::LocalSerial));
+    Ok(Statements {
+        ping: session.prepare("SELECT release_version FROM system.local").await?,
+        list_users: paged(session.prepare(format!("SELECT id, name FROM {ks}.user")).await?),
+        get_user: session.prepare(format!("SELECT id, name FROM {ks}.user WHERE id = ?")).await?,
+        insert_user: session.prepare(format!("INSERT INTO {ks}.user (id, name) VALUES (?, ?)")).await?,
+        update_user: lwt_update_user,
+        delete_user: session.prepare(format!("DELETE FROM {ks}.user WHERE id = ?")).await?,
+        truncate_users: session.prepare(format!("TRUNCATE {ks}.user")).await?,
+        list_profiles: paged(session.prepare(format!("SELECT id, users FROM {ks}.profile")).await?),
+        get_profile: session.prepare(format!("SELECT id, users FROM {ks}.profile WHERE id = ?")).await?,
+        insert_profile: session
+            .prepare(format!("INSERT INTO {ks}.profile (id, users) VALUES (?, ?)"))
+            .await?,
+        update_profile: lwt_update_profile,
+        delete_profile: session.prepare(format!("DELETE FROM {ks}.profile WHERE id = ?")).await?,
+        truncate_profiles: session.prepare(format!("TRUNCATE {ks}.profile")).await?,
+        profiles_of_user: paged(
+            session.prepare(format!("SELECT id, users FROM {ks}.profile WHERE users CONTAINS ?")).await?,
+        ),
+        remove_user_from_profile: session
+            .prepare(format!("UPDATE {ks}.profile SET users = users - ? WHERE id = ?"))
+            .await?,
+    })
+}
+
+fn unavailable(message: impl Into<String>) -> StoreError {
+    StoreError::Unavailable { backend: BACKEND, message: message.into() }
+}
+
+fn internal(message: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal { backend: BACKEND, message: message.to_string() }
+}
+
+/// Driver errors are mostly about availability (connections, timeouts, a node overloaded);
+/// only errors that mean the statement itself is wrong are internal.
+fn execution_error(error: ExecutionError) -> StoreError {
+    match &error {
+        ExecutionError::BadQuery(_) | ExecutionError::PrepareError(_) => internal(error),
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::SyntaxError | DbError::Invalid | DbError::Unauthorized | DbError::ConfigError,
+            _,
+        )) => internal(error),
+        _ => unavailable(error.to_string()),
+    }
+}
+
+fn user_from_row((id, name): (Uuid, String)) -> StoreResult<User> {
+    let name = UserName::parse(name)
+        .map_err(|e| internal(format!("user {id} has an invalid name in the database: {e}")))?;
+    Ok(User { id: id.into(), name })
+}
+
+fn profile_from_row((id, users): (Uuid, Option<BTreeSet<Uuid>>)) -> StoreResult<Profile> {
+    // Cassandra stores an empty set as null.
+    let users = ProfileUsers::new(users.unwrap_or_default().into_iter().map(UserId::from))
+        .map_err(|e| internal(format!("profile {id} in the database: {e}")))?;
+    Ok(Profile { id: id.into(), users })
+}
+
+fn users_set(profile: &Profile) -> BTreeSet<Uuid> {
+    profile.users.iter().map(|u| u.as_uuid()).collect()
+}
+
+impl CassandraStore {
+    async fn execute(
+        &self,
+        statement: impl Fn(&Statements) -> &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> StoreResult<scylla::response::query_result::QueryResult> {
+        let c = self.connected()?;
+        c.session.execute_unpaged(statement(&c.statements), values).await.map_err(execution_error)
+    }
+
+    /// Reads every row of a paged query, page by page. Manual paging rather than the
+    /// driver's row stream: the stream runs a task per query, which costs more than the whole
+    /// query when the answer fits in one page, as it nearly always does here.
+    async fn collect<R, T>(
+        &self,
+        statement: impl Fn(&Statements) -> &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow + Copy,
+        convert: impl Fn(R) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        let c = self.connected()?;
+        let statement = statement(&c.statements);
+        let mut out = Vec::new();
+        let mut paging = PagingState::start();
+        loop {
+            let (result, next) =
+                c.session.execute_single_page(statement, values, paging).await.map_err(execution_error)?;
+            let rows = result.into_rows_result().map_err(internal)?;
+            for row in rows.rows::<R>().map_err(internal)? {
+                out.push(convert(row.map_err(internal)?)?);
+            }
+            match next.into_paging_control_flow() {
+                ControlFlow::Continue(state) => paging = state,
+                ControlFlow::Break(()) => return Ok(out),
+            }
+        }
+    }
+
+    async fn single<R, T>(
+        &self,
+        statement: impl Fn(&Statements) -> &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+        convert: impl Fn(R) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        let rows = self.execute(statement, values).await?.into_rows_result().map_err(internal)?;
+        match rows.maybe_first_row::<R>().map_err(internal)? {
+            Some(row) => convert(row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs a conditional (`IF EXISTS`) statement; `true` when it applied.
+    async fn conditional(
+        &self,
+        statement: impl Fn(&Statements) -> &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> StoreResult<bool> {
+        let rows = self.execute(statement, values).await?.into_rows_result().map_err(internal)?;
+        // The first column of an LWT answer is `[applied]`; the row's current values may
+        // follow when it did not apply, so the row is read untyped.
+        let row = rows
+            .maybe_first_row::<scylla::value::Row>()
+            .map_err(internal)?
+            .ok_or_else(|| internal("conditional update answered no row"))?;
+        match row.columns.first() {
+            Some(Some(scylla::value::CqlValue::Boolean(applied))) => Ok(*applied),
+            other => Err(internal(format!("unexpected [applied] value {other:?}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for CassandraStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.execute(|s| &s.ping, ()).await.map(drop)
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let mut users = self.collect(|s| &s.list_users, (), user_from_row).await?;
+        users.sort_by_key(|u| u.id);
+        Ok(users)
+    }
+
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<User>> {
+        self.single(|s| &s.get_user, (id.as_uuid(),), user_from_row).await
+    }
+
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        self.execute(|s| &s.insert_user, (user.id.as_uuid(), user.name.as_str())).await.map(drop)
+    }
+
+    async fn replace_user(&self, user: &User) -> StoreResult<bool> {
+        self.conditional(|s| &s.update_user, (user.name.as_str(), user.id.as_uuid())).await
+    }
+
+    async fn delete_user(&self, id: UserId) -> StoreResult<()> {
+        // Profiles first: if this fails half-way the user still exists and a retry finishes
+        // the job, instead of leaving profiles that point at a user nobody can see.
+        let holders = self.profiles_of_user(id).await?;
+        let removed: BTreeSet<Uuid> = [id.as_uuid()].into();
+        for profile in holders {
+            self.execute(|s| &s.remove_user_from_profile, (&removed, profile.id.as_uuid())).await?;
+        }
+        self.execute(|s| &s.delete_user, (id.as_uuid(),)).await.map(drop)
+    }
+
+    async fn delete_all_users(&self) -> StoreResult<()> {
+        self.execute(|s| &s.truncate_users, ()).await.map(drop)
+    }
+
+    async fn list_profiles(&self) -> StoreResult<Vec<Profile>> {
+        let mut profiles = self.collect(|s| &s.list_profiles, (), profile_from_row).await?;
+        profiles.sort_by_key(|p| p.id);
+        Ok(profiles)
+    }
+
+    async fn get_profile(&self, id: ProfileId) -> StoreResult<Option<Profile>> {
+        self.single(|s| &s.get_profile, (id.as_uuid(),), profile_from_row).await
+    }
+
+    async fn create_profile(&self, profile: &Profile) -> StoreResult<()> {
+        self.execute(|s| &s.insert_profile, (profile.id.as_uuid(), users_set(profile))).await.map(drop)
+    }
+
+    async fn replace_profile(&self, profile: &Profile) -> StoreResult<bool> {
+        self.conditional(|s| &s.update_profile, (users_set(profile), profile.id.as_uuid())).await
+    }
+
+    async fn delete_profile(&self, id: ProfileId) -> StoreResult<()> {
+        self.execute(|s| &s.delete_profile, (id.as_uuid(),)).await.map(drop)
+    }
+
+    async fn delete_all_profiles(&self) -> StoreResult<()> {
+        self.execute(|s| &s.truncate_profiles, ()).await.map(drop)
+    }
+
+    async fn profiles_of_user(&self, user: UserId) -> StoreResult<Vec<Profile>> {
+        let mut profiles = self.collect(|s| &s.profiles_of_user, (user.as_uuid(),), profile_from_row).await?;
+        profiles.sort_by_key(|p| p.id);
+        Ok(profiles)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyspace_names_are_plain_identifiers() {
+        assert_eq!(keyspace_name("Kubescaler_1").unwrap(), "kubescaler_1");
+        for bad in ["", "1ks", "ks-name", "ks;drop", &"k".repeat(49)] {
+            assert!(keyspace_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn replication_must_be_a_map() {
+        assert!(replication_map("{'class': 'NetworkTopologyStrategy', 'dc1': 3}").is_ok());
+        assert!(replication_map("SimpleStrategy").is_err());
+        assert!(replication_map("{'class': 'X'}; DROP KEYSPACE x").is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! base: the internal REST service that owns users and profiles.
+//!
+//! - [`routes`]: the API (see the README's table); every error is a JSON [`ApiError`].
+//! - [`store`]: the [`Store`] trait the API runs on, so backends are interchangeable.
+//! - [`cassandra`]: the Cassandra store (schema, prepared statements, lazy connection).
+//!
+//! [`Application`] binds, wires and serves; the `base` binary is a thin shell around it, and
+//! tests start it in-process on port 0.
+//!
+//! [`ApiError`]: kubescaler_shared::ApiError
+//! [`Store`]: store::Store
+
+pub mod cassandra;
+pub mod routes;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use clap::Parser;
+use kubescaler_shared::config::CommonArgs;
+use kubescaler_shared::http::{HttpMetrics, Readiness, Server, service_router};
+use prometheus::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::cassandra::{CassandraConfig, CassandraStore};
+use crate::store::{Store, StoreProbe};
+
+/// Port base listens on when `PORT` is not set.
+pub const DEFAULT_PORT: u16 = 8081;
+
+/// base's configuration: every flag is also an environment variable.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "base", version, about = "kubescaler base: REST CRUD for users and profiles over Cassandra")]
+pub struct Config {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    #[command(flatten)]
+    pub cassandra: CassandraConfig,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// The full HTTP surface of base over any store: API plus `/livez`, `/readyz`, `/metrics`.
+pub fn app(
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+    registry: Registry,
+) -> Result<Router, prometheus::Error> {
+    let metrics = HttpMetrics::new(registry, "base")?;
+    let readiness = Readiness::new(shutdown).with_probe(Arc::new(StoreProbe(store.clone())));
+    Ok(service_router(routes::router(store), readiness, metrics))
+}
+
+/// base bound to its port, ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    server: Server,
+    router: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+}
+
+impl Application {
+    /// Binds the port and starts connecting to Cassandra in the background; does not wait for
+    /// Cassandra, so base is alive (and not ready) while it is unreachable.
+    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let store: Arc<dyn Store> = Arc::new(CassandraStore::start(config.cassandra));
+        let router = app(store, shutdown.clone(), Registry::new())?;
+        let server = Server::bind(SocketAddr::new(config.common.listen_address, config.port)).await?;
+        Ok(Self { server, router, shutdown, grace: config.common.shutdown_grace })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains within the grace period.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        tracing::info!(addr = %self.server.local_addr(), "base listening");
+        self.server.serve(self.router, self.shutdown, self.grace).await
+    }
+}

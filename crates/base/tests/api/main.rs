@@ -1,0 +1,9 @@
+//! base's HTTP API against a real Cassandra. One test binary (faster to link), one module per
+//! resource. Start Cassandra first: `scripts/services.sh up`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+mod lifecycle;
+mod ops;
+mod profiles;
+mod users;

@@ -1,0 +1,190 @@
+//! The conformance suite every [`Store`] implementation must pass: what the API relies on,
+//! stated once, run against each backend. Cassandra runs for real (`scripts/services.sh up`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubescaler_base::cassandra::{CassandraConfig, CassandraStore};
+use kubescaler_base::store::{Store, StoreError};
+use kubescaler_shared::model::{Profile, ProfileUsers, User, UserName};
+use kubescaler_shared::{ProfileId, UserId};
+
+fn user(name: &str) -> User {
+    User { id: UserId::new_random(), name: UserName::parse(name).unwrap() }
+}
+
+fn profile(users: &[&User]) -> Profile {
+    Profile { id: ProfileId::new_random(), users: ProfileUsers::new(users.iter().map(|u| u.id)).unwrap() }
+}
+
+/// The checks, each on a store of its own that starts empty.
+mod suite {
+    use super::*;
+
+    pub async fn users_round_trip(store: &dyn Store) {
+        store.ping().await.unwrap();
+        let (a, b) = (user("Ada"), user("Bob"));
+        store.create_user(&a).await.unwrap();
+        store.create_user(&b).await.unwrap();
+        assert_eq!(store.get_user(a.id).await.unwrap(), Some(a.clone()));
+        let mut expected = vec![a.clone(), b.clone()];
+        expected.sort_by_key(|u| u.id);
+        assert_eq!(store.list_users().await.unwrap(), expected, "listed in id order");
+        assert_eq!(store.get_user(UserId::new_random()).await.unwrap(), None);
+    }
+
+    pub async fn replace_only_existing_users(store: &dyn Store) {
+        let mut a = user("Before");
+        store.create_user(&a).await.unwrap();
+        a.name = UserName::parse("After").unwrap();
+        assert!(store.replace_user(&a).await.unwrap());
+        assert_eq!(store.get_user(a.id).await.unwrap(), Some(a));
+
+        let ghost = user("Ghost");
+        assert!(!store.replace_user(&ghost).await.unwrap());
+        assert_eq!(store.get_user(ghost.id).await.unwrap(), None, "a failed replace writes nothing");
+    }
+
+    pub async fn deleted_users_leave_their_profiles(store: &dyn Store) {
+        let (gone, stays) = (user("Gone"), user("Stays"));
+        store.create_user(&gone).await.unwrap();
+        store.create_user(&stays).await.unwrap();
+        let p = profile(&[&gone, &stays]);
+        store.create_profile(&p).await.unwrap();
+        store.delete_user(gone.id).await.unwrap();
+        store.delete_user(gone.id).await.unwrap();
+        assert_eq!(store.get_user(gone.id).await.unwrap(), None);
+        let left = store.get_profile(p.id).await.unwrap().unwrap();
+        assert_eq!(left.users.iter().collect::<Vec<_>>(), vec![stays.id]);
+        assert!(store.profiles_of_user(gone.id).await.unwrap().is_empty());
+    }
+
+    pub async fn profiles_round_trip(store: &dyn Store) {
+        let (a, b) = (user("A"), user("B"));
+        let full = profile(&[&a, &b]);
+        let empty = profile(&[]);
+        store.create_profile(&full).await.unwrap();
+        store.create_profile(&empty).await.unwrap();
+        assert_eq!(store.get_profile(full.id).await.unwrap(), Some(full.clone()));
+        assert_eq!(store.get_profile(empty.id).await.unwrap(), Some(empty.clone()), "an empty set survives");
+        let mut expected = vec![full.clone(), empty.clone()];
+        expected.sort_by_key(|p| p.id);
+        assert_eq!(store.list_profiles().await.unwrap(), expected);
+
+        let mut moved = full.clone();
+        moved.users = ProfileUsers::new([b.id]).unwrap();
+        assert!(store.replace_profile(&moved).await.unwrap());
+        assert_eq!(store.get_profile(full.id).await.unwrap(), Some(moved));
+        let ghost = profile(&[&a]);
+        assert!(!store.replace_profile(&ghost).await.unwrap());
+        assert_eq!(store.get_profile(ghost.id).await.unwrap(), None);
+
+        store.delete_profile(full.id).await.unwrap();
+        store.delete_profile(full.id).await.unwrap();
+        assert_eq!(store.get_profile(full.id).await.unwrap(), None);
+    }
+
+    pub async fn profiles_of_user_follow_every_write(store: &dyn Store) {
+        let (me, other) = (user("Me"), user("Other"));
+        let p1 = profile(&[&me]);
+        let p2 = profile(&[&me, &other]);
+        let p3 = profile(&[&other]);
+        for p in [&p1, &p2, &p3] {
+            store.create_profile(p).await.unwrap();
+        }
+        let mut expected = vec![p1.clone(), p2.clone()];
+        expected.sort_by_key(|p| p.id);
+        assert_eq!(store.profiles_of_user(me.id).await.unwrap(), expected);
+
+        let mut p3_with_me = p3.clone();
+        p3_with_me.users = ProfileUsers::new([me.id, other.id]).unwrap();
+        store.replace_profile(&p3_with_me).await.unwrap();
+        store.delete_profile(p1.id).await.unwrap();
+        let mut expected = vec![p2.clone(), p3_with_me.clone()];
+        expected.sort_by_key(|p| p.id);
+        assert_eq!(store.profiles_of_user(me.id).await.unwrap(), expected);
+        assert!(store.profiles_of_user(UserId::new_random()).await.unwrap().is_empty());
+    }
+
+    pub async fn many_rows_are_all_listed(store: &dyn Store) {
+        // More than one page of results (pages are 1000 rows).
+        let users: Vec<User> = (0..2500).map(|i| user(&format!("user {i}"))).collect();
+        futures::future::try_join_all(users.iter().map(|u| store.create_user(u))).await.unwrap();
+        let member = &users[0];
+        let profiles: Vec<Profile> = (0..1200).map(|_| profile(&[member])).collect();
+        futures::future::try_join_all(profiles.iter().map(|p| store.create_profile(p))).await.unwrap();
+        assert_eq!(store.list_users().await.unwrap().len(), 2500);
+        assert_eq!(store.list_profiles().await.unwrap().len(), 1200);
+        assert_eq!(store.profiles_of_user(member.id).await.unwrap().len(), 1200);
+    }
+
+    pub async fn delete_all(store: &dyn Store) {
+        let a = user("A");
+        store.create_user(&a).await.unwrap();
+        store.create_profile(&profile(&[&a])).await.unwrap();
+        store.delete_all_profiles().await.unwrap();
+        assert!(store.list_profiles().await.unwrap().is_empty());
+        assert!(store.profiles_of_user(a.id).await.unwrap().is_empty());
+        assert_eq!(store.list_users().await.unwrap(), vec![a], "users outlive profiles");
+        store.delete_all_users().await.unwrap();
+        assert!(store.list_users().await.unwrap().is_empty());
+    }
+}
+
+macro_rules! conformance {
+    ($backend:ident, $fresh:path) => {
+        mod $backend {
+            use super::*;
+
+            conformance!(@tests $fresh; users_round_trip, replace_only_existing_users,
+                deleted_users_leave_their_profiles, profiles_round_trip,
+                profiles_of_user_follow_every_write, many_rows_are_all_listed, delete_all);
+        }
+    };
+    (@tests $fresh:path; $($test:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                let store = $fresh(stringify!($test)).await;
+                suite::$test(&*store).await;
+            }
+        )+
+    };
+}
+
+/// A Cassandra store on a keyspace of the test's own, emptied first.
+async fn fresh_cassandra(test: &str) -> Arc<dyn Store> {
+    let nodes = std::env::var("CASSANDRA_NODES").unwrap_or_else(|_| "127.0.0.1:9042".into());
+    if tokio::net::TcpStream::connect(&nodes).await.is_err() {
+        panic!(
+            "Cassandra is not reachable at {nodes} (CASSANDRA_NODES). Start it with `scripts/services.sh up`."
+        );
+    }
+    let keyspace: String = format!("kst_{test}").chars().take(48).collect();
+    let store = CassandraStore::start(CassandraConfig::new(vec![nodes], &keyspace).unwrap());
+    store.wait_connected(Duration::from_secs(60)).await.unwrap();
+    store.delete_all_profiles().await.unwrap();
+    store.delete_all_users().await.unwrap();
+    Arc::new(store)
+}
+
+conformance!(cassandra, fresh_cassandra);
+
+#[tokio::test]
+async fn cassandra_down_is_unavailable_not_empty() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let store = CassandraStore::start(CassandraConfig::new(vec![closed.to_string()], "kst_down").unwrap());
+    for result in [
+        store.ping().await.map(drop),
+        store.list_users().await.map(drop),
+        store.get_profile(ProfileId::new_random()).await.map(drop),
+    ] {
+        match result {
+            Err(StoreError::Unavailable { backend: "cassandra", message }) => {
+                assert!(message.contains("not connected"), "{message}")
+            }
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    }
+}

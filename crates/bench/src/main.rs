@@ -1,0 +1,227 @@
+//! Load and measurement for the benchmark scripts. Every measurement of a pair (service vs
+//! the backend it wraps) uses the same loop, concurrency and clock, so their ratio means
+//! something; results are printed as one JSON object per line for the scripts to tabulate.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use kubescaler_shared::config::duration;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::response::PagingState;
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(name = "kubescaler-bench", about = "Load and measurement for kubescaler's benchmark scripts")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Fill a keyspace (schema made by base) with profiles: `--holding` of them hold
+    /// `--user`, the rest hold two random users each.
+    SeedProfiles {
+        #[command(flatten)]
+        cql: CqlArgs,
+        #[arg(long)]
+        profiles: usize,
+        #[arg(long)]
+        user: Uuid,
+        #[arg(long, default_value_t = 10)]
+        holding: usize,
+    },
+    /// Measure the profiles-of-user CQL query, issued directly with a prepared statement.
+    CqlProfilesOfUser {
+        #[command(flatten)]
+        cql: CqlArgs,
+        #[arg(long)]
+        user: Uuid,
+        #[command(flatten)]
+        load: Load,
+    },
+    /// Measure HTTP GETs of one URL.
+    HttpGet {
+        #[arg(long)]
+        url: String,
+        #[command(flatten)]
+        load: Load,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CqlArgs {
+    #[arg(long, env = "CASSANDRA_NODES", default_value = "127.0.0.1:9042")]
+    nodes: String,
+    #[arg(long)]
+    keyspace: String,
+}
+
+#[derive(Debug, Clone, Args)]
+struct Load {
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Measured time (after the warm-up).
+    #[arg(long, value_parser = duration, default_value = "10s")]
+    duration: Duration,
+    /// Unmeasured time first, to fill pools and caches.
+    #[arg(long, value_parser = duration, default_value = "2s")]
+    warmup: Duration,
+    /// Label printed with the result.
+    #[arg(long, default_value = "run")]
+    label: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::SeedProfiles { cql, profiles, user, holding } => seed(&cql, profiles, user, holding).await,
+        Command::CqlProfilesOfUser { cql, user, load } => {
+            let session = Arc::new(connect(&cql).await?);
+            let mut statement = session
+                .prepare(format!("SELECT id, users FROM {}.profile WHERE users CONTAINS ?", cql.keyspace))
+                .await?;
+            statement.set_page_size(1000);
+            let expected = count_rows(&session, &statement, user).await?;
+            run(&load, expected, move || {
+                let (session, statement) = (session.clone(), statement.clone());
+                async move { count_rows(&session, &statement, user).await }
+            })
+            .await
+        }
+        Command::HttpGet { url, load } => {
+            let client = reqwest::Client::builder().pool_max_idle_per_host(load.concurrency).build()?;
+            let expected = http_get(&client, &url).await?;
+            run(&load, expected, move || {
+                let (client, url) = (client.clone(), url.clone());
+                async move { http_get(&client, &url).await }
+            })
+            .await
+        }
+    }
+}
+
+async fn connect(cql: &CqlArgs) -> anyhow::Result<Session> {
+    SessionBuilder::new().known_node(&cql.nodes).build().await.context("connecting to Cassandra")
+}
+
+/// Rows the query returns, read through all pages the way base reads them.
+async fn count_rows(
+    session: &Session,
+    statement: &scylla::statement::prepared::PreparedStatement,
+    user: Uuid,
+) -> anyhow::Result<usize> {
+    let mut n = 0;
+    let mut paging = PagingState::start();
+    loop {
+        let (result, next) = session.execute_single_page(statement, (user,), paging).await?;
+        for row in result.into_rows_result()?.rows::<(Uuid, Option<BTreeSet<Uuid>>)>()? {
+            row?;
+            n += 1;
+        }
+        match next.into_paging_control_flow() {
+            ControlFlow::Continue(state) => paging = state,
+            ControlFlow::Break(()) => return Ok(n),
+        }
+    }
+}
+
+/// Profiles in the JSON array the URL answers (or 0 for any other 2xx body).
+async fn http_get(client: &reqwest::Client, url: &str) -> anyhow::Result<usize> {
+    let response = client.get(url).send().await?;
+    if !response.status().is_success() {
+        bail!("{url} answered {}", response.status());
+    }
+    let body = response.bytes().await?;
+    Ok(serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&body).map_or(0, |items| items.len()))
+}
+
+async fn seed(cql: &CqlArgs, profiles: usize, user: Uuid, holding: usize) -> anyhow::Result<()> {
+    let session = Arc::new(connect(cql).await?);
+    let insert =
+        session.prepare(format!("INSERT INTO {}.profile (id, users) VALUES (?, ?)", cql.keyspace)).await?;
+    let started = Instant::now();
+    let results = futures::stream::iter(0..profiles)
+        .map(|i| {
+            let (session, insert) = (session.clone(), insert.clone());
+            async move {
+                let users: BTreeSet<Uuid> = if i < holding {
+                    [user, Uuid::new_v4()].into()
+                } else {
+                    [Uuid::new_v4(), Uuid::new_v4()].into()
+                };
+                session.execute_unpaged(&insert, (Uuid::new_v4(), users)).await
+            }
+        })
+        .buffer_unordered(128)
+        .collect::<Vec<_>>()
+        .await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if failed > 0 {
+        bail!("{failed} of {profiles} inserts failed");
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "seeded_profiles": profiles, "holding_user": holding, "seconds": started.elapsed().as_secs_f64() })
+    );
+    Ok(())
+}
+
+/// Runs `op` with `concurrency` workers for warm-up + duration; every answer must have the
+/// `expected` size (a benchmark of wrong answers measures nothing).
+async fn run<F, Fut>(load: &Load, expected: usize, op: F) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<usize>> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let measure_from = start + load.warmup;
+    let end = measure_from + load.duration;
+    let workers = (0..load.concurrency).map(|_| {
+        let op = op.clone();
+        tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    return anyhow::Ok(hist);
+                }
+                let got = op().await?;
+                if got != expected {
+                    bail!("answer of size {got}, expected {expected}");
+                }
+                if t0 >= measure_from {
+                    hist.record(t0.elapsed().as_micros().max(1) as u64)?;
+                }
+            }
+        })
+    });
+    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for worker in futures::future::join_all(workers).await {
+        total.add(worker??)?;
+    }
+    let secs = load.duration.as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "label": load.label,
+            "requests": total.len(),
+            "rps": total.len() as f64 / secs,
+            "p50_ms": total.value_at_quantile(0.50) as f64 / 1000.0,
+            "p99_ms": total.value_at_quantile(0.99) as f64 / 1000.0,
+            "concurrency": load.concurrency,
+            "rows": expected,
+        })
+    );
+    Ok(())
+}

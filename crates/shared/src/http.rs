@@ -1,0 +1,365 @@
+//! The HTTP plumbing every service shares: operational endpoints, request metrics and spans,
+//! error fallbacks, body limits, and a [`Server`] that binds first (so tests can ask for port 0
+//! and learn the real port) and serves until a cancellation token fires.
+//!
+//! - `GET /livez` and `GET /health`: the process is alive and serving HTTP; never checks
+//!   dependencies, so a database outage does not make Kubernetes restart healthy pods.
+//! - `GET /readyz`: every [`Probe`] answers within [`PROBE_TIMEOUT`], and the service is not
+//!   shutting down; otherwise 503 naming what failed.
+//! - `GET /metrics`: Prometheus text from the service's registry.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::error::{self, ApiError};
+use crate::model::MAX_BODY_BYTES;
+
+/// How long one readiness probe may take before it counts as failed.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A dependency whose health decides readiness.
+#[async_trait]
+pub trait Probe: Send + Sync + 'static {
+    /// Short name used in `/readyz` answers and logs, e.g. `cassandra`.
+    fn name(&self) -> &'static str;
+    /// `Ok` when the dependency answers now; `Err` says why not, in words for an operator.
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// What `/readyz` checks.
+#[derive(Clone)]
+pub struct Readiness {
+    probes: Vec<Arc<dyn Probe>>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.probes.iter().map(|p| p.name()).collect();
+        f.debug_struct("Readiness").field("probes", &names).finish()
+    }
+}
+
+impl Readiness {
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self { probes: Vec::new(), shutdown }
+    }
+
+    pub fn with_probe(mut self, probe: Arc<dyn Probe>) -> Self {
+        self.probes.push(probe);
+        self
+    }
+
+    /// Runs every probe concurrently; returns each probe's name with its failure, if any.
+    pub async fn check(&self) -> Vec<(&'static str, Result<(), String>)> {
+        futures::future::join_all(self.probes.iter().map(|probe| async move {
+            let result = match tokio::time::timeout(PROBE_TIMEOUT, probe.check()).await {
+                Ok(result) => result,
+                Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+            };
+            (probe.name(), result)
+        }))
+        .await
+    }
+}
+
+async fn readyz(State(readiness): State<Readiness>) -> Response {
+    if readiness.shutdown.is_cancelled() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the service is shutting down",
+        )
+        .into_response();
+    }
+    let results = readiness.check().await;
+    let failing: Vec<_> =
+        results.iter().filter_map(|(name, r)| r.as_ref().err().map(|why| (*name, why.as_str()))).collect();
+    let checks: serde_json::Map<_, _> = results
+        .iter()
+        .map(|(name, r)| {
+            let state = match r {
+                Ok(()) => "ok".to_owned(),
+                Err(why) => why.clone(),
+            };
+            ((*name).to_owned(), state.into())
+        })
+        .collect();
+    if failing.is_empty() {
+        return axum::Json(json!({ "status": "ready", "checks": checks })).into_response();
+    }
+    let message = failing.iter().map(|(name, why)| format!("{name}: {why}")).collect::<Vec<_>>().join("; ");
+    let names: Vec<_> = failing.iter().map(|(name, _)| *name).collect();
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+        .with_field("failing", names)
+        .with_field("checks", checks)
+        .into_response()
+}
+
+async fn livez() -> impl IntoResponse {
+    axum::Json(json!({ "status": "alive" }))
+}
+
+/// Request count and latency per route and status, registered in a service's registry.
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl HttpMetrics {
+    /// `service` becomes a constant label, so several services can share one registry (as they
+    /// do in the all-in-one process) and still be told apart.
+    pub fn new(registry: Registry, service: &str) -> Result<Self, prometheus::Error> {
+        let labels = ["method", "route", "status"];
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests answered, by route and status")
+                .const_label("service", service),
+            &labels,
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "Time to produce the response head")
+                .const_label("service", service)
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            &labels,
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        Ok(Self { registry, requests, latency })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let status = status.to_string();
+        let labels = [method, route, status.as_str()];
+        self.requests.with_label_values(&labels).inc();
+        self.latency.with_label_values(&labels).observe(elapsed.as_secs_f64());
+    }
+}
+
+async fn record(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    // The route template, not the path: one series per route, not per id.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    metrics.observe(method.as_str(), &route, response.status().as_u16(), start.elapsed());
+    response
+}
+
+async fn metrics_text(State(registry): State<Registry>) -> Response {
+    let mut buffer = Vec::new();
+    match TextEncoder::new().encode(&registry.gather(), &mut buffer) {
+        Ok(()) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], buffer).into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+/// Wraps a service's API router with everything services share: the operational endpoints,
+/// JSON fallbacks, the body limit, request ids, a span per request and request metrics.
+pub fn service_router(api: Router, readiness: Readiness, metrics: HttpMetrics) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let ops = Router::new()
+        .route("/livez", get(livez))
+        .route("/health", get(livez))
+        .route("/readyz", get(readyz).with_state(readiness))
+        .route("/metrics", get(metrics_text).with_state(metrics.registry.clone()));
+    api.merge(ops)
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        // Layers run bottom-up on the way in: the id is set first, so the span can carry it.
+        .layer(middleware::from_fn_with_state(metrics, record))
+        // Enforced by the body extractors, so an oversized body gets the JSON 413 of ApiJson.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", |p| p.as_str());
+                    let id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("request", method = %request.method(), route, path = %request.uri().path(), request_id = id)
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// A bound listener, ready to serve. Binding is separate from serving so a caller (a test,
+/// the all-in-one process) learns the real port before the first request.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Server {
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        Ok(Self { listener, addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish for at most
+    /// `grace`. The cap matters: a long-lived response (a stream) would otherwise hold the
+    /// process open forever.
+    pub async fn serve(
+        self,
+        router: Router,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) -> std::io::Result<()> {
+        let signalled = shutdown.clone();
+        // Responses are small and latency matters more than packet count: no Nagle delay.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        let server = axum::serve(listener, router).with_graceful_shutdown(signalled.cancelled_owned());
+        let server = server.into_future();
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => return result,
+            () = shutdown.cancelled() => {}
+        }
+        match tokio::time::timeout(grace, server).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    ?grace,
+                    "requests still in flight after the shutdown grace period; exiting anyway"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request as HttpRequest;
+    use tower::ServiceExt;
+
+    struct Fixed(Result<(), String>);
+
+    #[async_trait]
+    impl Probe for Fixed {
+        fn name(&self) -> &'static str {
+            "db"
+        }
+        async fn check(&self) -> Result<(), String> {
+            self.0.clone()
+        }
+    }
+
+    fn app(probe: Fixed, shutdown: CancellationToken) -> Router {
+        let readiness = Readiness::new(shutdown).with_probe(Arc::new(probe));
+        let metrics = HttpMetrics::new(Registry::new(), "test").unwrap();
+        let api = Router::new().route("/things/{id}", get(|| async { "thing" }));
+        service_router(api, readiness, metrics)
+    }
+
+    async fn call(app: &Router, method: &str, uri: &str) -> (StatusCode, serde_json::Value, String) {
+        let response = app
+            .clone()
+            .oneshot(HttpRequest::builder().method(method).uri(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default(), text)
+    }
+
+    #[tokio::test]
+    async fn readyz_names_the_failing_dependency() {
+        let app = app(Fixed(Err("connection refused".into())), CancellationToken::new());
+        let (status, body, _) = call(&app, "GET", "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"], "not_ready");
+        assert_eq!(body["failing"], json!(["db"]));
+        assert!(body["message"].as_str().unwrap().contains("db: connection refused"));
+        let (status, _, _) = call(&app, "GET", "/livez").await;
+        assert_eq!(status, StatusCode::OK, "liveness never depends on dependencies");
+    }
+
+    #[tokio::test]
+    async fn readyz_fails_once_shutting_down() {
+        let token = CancellationToken::new();
+        let app = app(Fixed(Ok(())), token.clone());
+        assert_eq!(call(&app, "GET", "/readyz").await.0, StatusCode::OK);
+        token.cancel();
+        let (status, body, _) = call(&app, "GET", "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"], "shutting_down");
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_answer_json() {
+        let app = app(Fixed(Ok(())), CancellationToken::new());
+        let (status, body, _) = call(&app, "GET", "/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"], "no_route");
+        let (status, body, _) = call(&app, "DELETE", "/things/1").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(body["error"], "method_not_allowed");
+    }
+
+    #[tokio::test]
+    async fn metrics_count_requests_by_route_template_and_status() {
+        let app = app(Fixed(Ok(())), CancellationToken::new());
+        call(&app, "GET", "/things/1").await;
+        call(&app, "GET", "/things/2").await;
+        let (_, _, text) = call(&app, "GET", "/metrics").await;
+        assert!(
+            text.contains(
+                r#"http_requests_total{method="GET",route="/things/{id}",service="test",status="200"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("http_request_duration_seconds_bucket"), "{text}");
+    }
+}

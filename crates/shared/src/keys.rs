@@ -1,0 +1,37 @@
+//! The Redis key schema: the one definition used by stream, which writes locks and launched
+//! markers, and main, which reads the markers. Changing a key here changes it for both.
+
+use crate::ids::{ProfileId, UserId};
+
+/// Prefix of every key the suite writes, so an operator can find (or flush) them with `SCAN`.
+pub const PREFIX: &str = "kubescaler";
+
+/// The Redlock resource for a user–profile pair.
+pub fn lock(user: UserId, profile: ProfileId) -> String {
+    format!("{PREFIX}:lock:{user}:{profile}")
+}
+
+/// The marker saying the pair is streaming somewhere; written after the lock is taken, with
+/// the same TTL, refreshed with it. It holds no host information.
+pub fn launched(user: UserId, profile: ProfileId) -> String {
+    format!("{PREFIX}:launched:{user}:{profile}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_documented_schema() {
+        let u = UserId::parse("00000000-0000-4000-8000-000000000001").unwrap();
+        let p = ProfileId::parse("00000000-0000-4000-8000-000000000002").unwrap();
+        assert_eq!(
+            lock(u, p),
+            "kubescaler:lock:00000000-0000-4000-8000-000000000001:00000000-0000-4000-8000-000000000002"
+        );
+        assert_eq!(
+            launched(u, p),
+            "kubescaler:launched:00000000-0000-4000-8000-000000000001:00000000-0000-4000-8000-000000000002"
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! What every kubescaler service needs, and nothing service-specific.
+//!
+//! - [`ids`] and [`model`]: the domain values (`UserId`, `ProfileId`, `UserName`, `User`,
+//!   `Profile`) as types that only hold valid data, and the request bodies of base's API.
+//! - [`error`]: the one JSON error type (`{"error","message"}`) every handler returns, and the
+//!   JSON extractor that turns body rejections into it.
+//! - [`config`] and [`telemetry`]: the flags every binary shares and `tracing` set-up.
+//! - [`http`]: `/livez`, `/readyz`, `/health`, `/metrics`, per-route request metrics, request
+//!   spans, and the [`http::Server`] that binds (port 0 in tests), serves and shuts down.
+//! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
+//! - [`keys`]: the Redis key schema, shared by stream (writer) and main (reader).
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod keys;
+pub mod model;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use error::{ApiError, ApiJson};
+pub use ids::{IdError, ProfileId, UserId};

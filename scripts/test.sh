@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The one test command: on a fresh machine it installs and starts what the tests need, runs
+# every check and test, and stops what it started — also when something fails.
+#
+#   scripts/test.sh
+#
+# Phases: toolchain, services (Redis, Cassandra), fmt, clippy, tests. Each prints its time.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+started_services=0
+summary=
+t_all=$SECONDS
+phase() { printf '\n==> %s\n' "$*"; t_phase=$SECONDS; }
+done_phase() { printf '<== %s (%d s)\n' "$1" $((SECONDS - t_phase)); }
+
+cleanup() {
+  local rc=$?
+  if [ "$started_services" = 1 ]; then
+    scripts/services.sh down || true
+  fi
+  printf '\ntotal %d s, exit %d\n' $((SECONDS - t_all)) "$rc"
+  # Last, alone on its line: the run's verdict over every test binary.
+  [ -z "$summary" ] || printf '%s\n' "$summary"
+}
+trap cleanup EXIT
+
+phase toolchain
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
+if command -v rustup >/dev/null; then
+  rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+cargo --version
+done_phase toolchain
+
+phase services
+# Leave alone servers a developer already runs; stop only what this run starts.
+if ! scripts/services.sh check 2>/dev/null; then started_services=1; fi
+scripts/services.sh up
+done_phase services
+
+phase fmt
+cargo fmt --all --check
+done_phase fmt
+
+phase clippy
+cargo clippy --workspace --all-targets --locked -- -D warnings
+done_phase clippy
+
+phase tests
+log=$(mktemp)
+set +e
+cargo test --workspace --locked 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole workspace (cargo prints one per test binary).
+summary=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log")
+rm -f "$log"
+[ "$rc" = 0 ] || exit "$rc"
+done_phase tests

@@ -155,14 +155,9 @@ macro_rules! conformance {
 
 /// A Cassandra store on a keyspace of the test's own, emptied first.
 async fn fresh_cassandra(test: &str) -> Arc<dyn Store> {
-    let nodes = std::env::var("CASSANDRA_NODES").unwrap_or_else(|_| "127.0.0.1:9042".into());
-    if tokio::net::TcpStream::connect(&nodes).await.is_err() {
-        panic!(
-            "Cassandra is not reachable at {nodes} (CASSANDRA_NODES). Start it with `scripts/services.sh up`."
-        );
-    }
+    let nodes = kubescaler_testkit::require_cassandra().await;
     let keyspace: String = format!("kst_{test}").chars().take(48).collect();
-    let store = CassandraStore::start(CassandraConfig::new(vec![nodes], &keyspace).unwrap());
+    let store = CassandraStore::start(CassandraConfig::new(nodes, &keyspace).unwrap());
     store.wait_connected(Duration::from_secs(60)).await.unwrap();
     store.delete_all_profiles().await.unwrap();
     store.delete_all_users().await.unwrap();

@@ -1,0 +1,286 @@
+//! Support for kubescaler's integration tests, which run against real servers:
+//!
+//! - [`require_cassandra`] / [`require_redis`]: the servers `scripts/services.sh up` starts,
+//!   or a failure that says how to start them — never a silent skip.
+//! - [`RedisServer`]: a dedicated `redis-server` on a free port, for tests that stop it or
+//!   count its commands without disturbing anything else.
+//! - [`Forwarder`]: a TCP hop in front of a real server that can refuse, forward, and cut
+//!   every connection — an outage and a recovery without touching the server.
+//! - [`Http`]: a small JSON client with one method per verb.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Cassandra contact points (`CASSANDRA_NODES`), after checking the first one answers.
+pub async fn require_cassandra() -> Vec<String> {
+    let nodes: Vec<String> =
+        env_or("CASSANDRA_NODES", "127.0.0.1:9042").split(',').map(str::to_owned).collect();
+    if TcpStream::connect(&nodes[0]).await.is_err() {
+        panic!(
+            "Cassandra is not reachable at {} (CASSANDRA_NODES). Start it with `scripts/services.sh up`.",
+            nodes[0]
+        );
+    }
+    nodes
+}
+
+/// The shared Redis (`REDIS_URL`, default `redis://127.0.0.1:6379`), after checking it answers.
+pub async fn require_redis() -> String {
+    let url = env_or("REDIS_URL", "redis://127.0.0.1:6379");
+    let addr = url.trim_start_matches("redis://").trim_end_matches('/');
+    if TcpStream::connect(addr).await.is_err() {
+        panic!("Redis is not reachable at {addr} (REDIS_URL). Start it with `scripts/services.sh up`.");
+    }
+    url
+}
+
+/// A free TCP port on 127.0.0.1 that nothing listens on (connections are refused).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A dedicated `redis-server` (installed by `scripts/services.sh`), killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let mut server = Self { port: free_port(), child: None };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port, empty, and waits until it answers.
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}); install it with `scripts/services.sh up`")
+            });
+        self.child = Some(child);
+        for _ in 0..100 {
+            if self.command::<String>(&["PING"]).await.is_ok_and(|reply| reply == "PONG") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server on port {} did not answer PING", self.port);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    /// Runs one command on a fresh connection and returns the reply.
+    pub async fn command<T: redis::FromRedisValue>(&self, args: &[&str]) -> redis::RedisResult<T> {
+        let client = redis::Client::open(self.url())?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command.query_async(&mut connection).await
+    }
+
+    /// Calls per command since start (`INFO commandstats`), e.g. `{"mget": 3}`.
+    pub async fn command_calls(&self) -> HashMap<String, u64> {
+        let info: String = self.command(&["INFO", "commandstats"]).await.unwrap();
+        info.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("cmdstat_")?;
+                let (name, stats) = rest.split_once(':')?;
+                let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+                Some((name.to_owned(), calls.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+/// A TCP forwarder that can be taken down and brought back on the same port, standing in for
+/// a server that becomes unreachable and then returns.
+pub struct Forwarder {
+    pub addr: SocketAddr,
+    target: String,
+    stop: Option<CancellationToken>,
+}
+
+impl Forwarder {
+    /// A free port on which nothing listens yet: connections are refused until [`open`].
+    ///
+    /// [`open`]: Forwarder::open
+    pub fn reserve(target: &str) -> Self {
+        Self { addr: SocketAddr::from(([127, 0, 0, 1], free_port())), target: target.to_owned(), stop: None }
+    }
+
+    /// Starts forwarding to the target.
+    pub async fn open(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        let stop = CancellationToken::new();
+        let target = self.target.clone();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut inbound, _) = tokio::select! {
+                    () = token.cancelled() => return,
+                    accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => return },
+                };
+                let target = target.clone();
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        () = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        self.stop = Some(stop);
+    }
+
+    /// Stops listening and cuts every forwarded connection.
+    pub fn close(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.cancel();
+        }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A JSON-over-HTTP client for one service.
+#[derive(Clone)]
+pub struct Http {
+    pub base_url: String,
+    pub client: reqwest::Client,
+}
+
+impl Http {
+    pub fn new(addr: SocketAddr) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self { base_url: format!("http://{addr}"), client }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Status and parsed JSON body (`Null` for an empty body).
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Self::read(request).await
+    }
+
+    /// Sends a request built by the caller (headers, raw bodies) and reads it like [`call`].
+    ///
+    /// [`call`]: Http::call
+    pub async fn read(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes)))
+        };
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// Polls `/readyz` until it answers 200, or fails the test after `within`.
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (status, body) = self.get("/readyz").await;
+            if status == StatusCode::OK {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} not ready within {within:?}: {body}",
+                self.base_url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls `/readyz` until it answers 503, or fails the test after `within`.
+    pub async fn wait_unready(&self, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (status, body) = self.get("/readyz").await;
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                return body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{} still ready after {within:?}", self.base_url);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Asserts the JSON error shape every failure must have, and returns its code.
+pub fn error_code(body: &Value) -> &str {
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "error without message: {body}");
+    body["error"].as_str().unwrap_or_else(|| panic!("error without code: {body}"))
+}

@@ -46,7 +46,7 @@ pub struct CassandraConfig {
     pub nodes: Vec<String>,
 
     /// Keyspace holding the `user` and `profile` tables; created when missing.
-    #[arg(long = "cassandra-keyspace", env = "CASSANDRA_KEYSPACE", default_value = "kubescaler", value_parser = keyspace_name)]
+    #[arg(id = "cassandra_keyspace", long = "cassandra-keyspace", env = "CASSANDRA_KEYSPACE", default_value = "kubescaler", value_parser = keyspace_name)]
     pub keyspace: String,
 
     /// Replication of the keyspace when base creates it, as a CQL map.
@@ -59,11 +59,11 @@ pub struct CassandraConfig {
     pub replication: String,
 
     /// Time allowed to open a connection to a node.
-    #[arg(long = "cassandra-connect-timeout", env = "CASSANDRA_CONNECT_TIMEOUT", value_parser = kubescaler_shared::config::duration, default_value = "5s")]
+    #[arg(id = "cassandra_connect_timeout", long = "cassandra-connect-timeout", env = "CASSANDRA_CONNECT_TIMEOUT", value_parser = kubescaler_shared::config::duration, default_value = "5s")]
     pub connect_timeout: Duration,
 
     /// Client-side timeout of one query (all its retries included).
-    #[arg(long = "cassandra-request-timeout", env = "CASSANDRA_REQUEST_TIMEOUT", value_parser = kubescaler_shared::config::duration, default_value = "5s")]
+    #[arg(id = "cassandra_request_timeout", long = "cassandra-request-timeout", env = "CASSANDRA_REQUEST_TIMEOUT", value_parser = kubescaler_shared::config::duration, default_value = "5s")]
     pub request_timeout: Duration,
 }
 

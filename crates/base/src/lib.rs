@@ -86,3 +86,15 @@ impl Application {
         self.server.serve(self.router, self.shutdown, self.grace).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        // clap checks its definitions only when a command line is parsed; do it here, not at
+        // a user's first start.
+        super::Config::command().debug_assert();
+    }
+}

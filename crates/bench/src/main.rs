@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use kubescaler_shared::config::duration;
+use kubescaler_shared::{ProfileId, UserId, keys};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::response::PagingState;
@@ -47,6 +48,18 @@ enum Command {
         user: Uuid,
         #[command(flatten)]
         load: Load,
+    },
+    /// Create a user in `--profiles` new profiles through base, and mark `--launched` of the
+    /// pairs as launched in Redis (the key schema of kubescaler-shared); prints the user id.
+    SeedLogin {
+        #[arg(long)]
+        base_url: String,
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+        #[arg(long, default_value_t = 50)]
+        profiles: usize,
+        #[arg(long, default_value_t = 10)]
+        launched: usize,
     },
     /// Measure HTTP GETs of one URL.
     HttpGet {
@@ -98,6 +111,9 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Command::SeedLogin { base_url, redis_url, profiles, launched } => {
+            seed_login(&base_url, &redis_url, profiles, launched).await
+        }
         Command::HttpGet { url, load } => {
             let client = reqwest::Client::builder().pool_max_idle_per_host(load.concurrency).build()?;
             let expected = http_get(&client, &url).await?;
@@ -143,6 +159,35 @@ async fn http_get(client: &reqwest::Client, url: &str) -> anyhow::Result<usize> 
     }
     let body = response.bytes().await?;
     Ok(serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&body).map_or(0, |items| items.len()))
+}
+
+async fn seed_login(base_url: &str, redis_url: &str, profiles: usize, launched: usize) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        let request = client.post(format!("{base_url}{path}")).json(&body);
+        async move {
+            let response = request.send().await?.error_for_status()?;
+            anyhow::Ok(response.json::<serde_json::Value>().await?)
+        }
+    };
+    let user = post("/users", serde_json::json!({ "name": "Bench User" })).await?;
+    let user_id = UserId::parse(user["id"].as_str().unwrap_or_default())?;
+    let mut redis = redis::Client::open(redis_url)?.get_multiplexed_async_connection().await?;
+    for i in 0..profiles {
+        let profile = post("/profiles", serde_json::json!({ "users": [user_id] })).await?;
+        let profile_id = ProfileId::parse(profile["id"].as_str().unwrap_or_default())?;
+        if i < launched {
+            let _: () = redis::cmd("SET")
+                .arg(keys::launched(user_id, profile_id))
+                .arg("1")
+                .arg("EX")
+                .arg(3600)
+                .query_async(&mut redis)
+                .await?;
+        }
+    }
+    println!("{user_id}");
+    Ok(())
 }
 
 async fn seed(cql: &CqlArgs, profiles: usize, user: Uuid, holding: usize) -> anyhow::Result<()> {

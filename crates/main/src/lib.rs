@@ -1,1 +1,143 @@
+//! main: the public helper service — listings, test data, and which of a user's profiles are
+//! streaming right now.
+//!
+//! - [`routes`]: the API, at `/x` and at `/main/x`.
+//! - [`base_client`]: the typed, retrying HTTP client for base.
+//! - [`launched`]: the launched-marker reader over Redis (one `MGET` per request).
+//! - [`testdata`]: the background generator of random users and profiles.
 
+pub mod base_client;
+pub mod launched;
+pub mod routes;
+pub mod testdata;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use clap::Parser;
+use kubescaler_shared::config::{CommonArgs, RedisArgs};
+use kubescaler_shared::http::{HttpMetrics, Probe, Readiness, Server, service_router};
+use prometheus::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::base_client::{BaseClient, BaseClientConfig};
+use crate::launched::{LaunchedReader, RedisLaunched};
+use crate::routes::AppState;
+use crate::testdata::TestData;
+
+/// Port main listens on when `PORT` is not set.
+pub const DEFAULT_PORT: u16 = 8082;
+
+/// main's configuration: every flag is also an environment variable.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "main", version, about = "kubescaler main: test data, listings and launched profiles")]
+pub struct Config {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    #[command(flatten)]
+    pub base: BaseClientConfig,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    /// When set, POST and DELETE /testdata need `Authorization: Bearer <token>`; unset, they
+    /// are open (local development).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Requests to base in flight at once while generating test data.
+    #[arg(long, env = "TESTDATA_CONCURRENCY", default_value_t = 32)]
+    pub testdata_concurrency: usize,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+struct BaseProbe(BaseClient);
+
+#[async_trait]
+impl Probe for BaseProbe {
+    fn name(&self) -> &'static str {
+        "base"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.ready().await.map_err(|e| e.to_string())
+    }
+}
+
+struct LaunchedProbe(Arc<dyn LaunchedReader>);
+
+#[async_trait]
+impl Probe for LaunchedProbe {
+    fn name(&self) -> &'static str {
+        self.0.backend()
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.message)
+    }
+}
+
+/// The full HTTP surface of main over any launched registry.
+pub fn app(
+    config: &Config,
+    launched: Arc<dyn LaunchedReader>,
+    shutdown: CancellationToken,
+    registry: Registry,
+) -> anyhow::Result<Router> {
+    let base = BaseClient::new(&config.base)?;
+    let readiness = Readiness::new(shutdown.clone())
+        .with_probe(Arc::new(BaseProbe(base.clone())))
+        .with_probe(Arc::new(LaunchedProbe(launched.clone())));
+    let state = AppState {
+        testdata: TestData::new(base.clone(), config.testdata_concurrency, shutdown),
+        base,
+        launched,
+        admin_token: config.admin_token.as_deref().filter(|t| !t.is_empty()).map(Arc::from),
+    };
+    Ok(service_router(routes::router(state), readiness, HttpMetrics::new(registry, "main")?))
+}
+
+/// main bound to its port, ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    server: Server,
+    router: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+}
+
+impl Application {
+    /// Binds the port; Redis and base are reached lazily, so main starts while they are down.
+    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let launched: Arc<dyn LaunchedReader> = Arc::new(RedisLaunched::new(&config.redis)?);
+        let router = app(&config, launched, shutdown.clone(), Registry::new())?;
+        let server = Server::bind(SocketAddr::new(config.common.listen_address, config.port)).await?;
+        Ok(Self { server, router, shutdown, grace: config.common.shutdown_grace })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        tracing::info!(addr = %self.server.local_addr(), "main listening");
+        self.server.serve(self.router, self.shutdown, self.grace).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        // clap checks its definitions only when a command line is parsed; do it here, not at
+        // a user's first start.
+        super::Config::command().debug_assert();
+    }
+}

@@ -23,6 +23,32 @@ pub struct CommonArgs {
     pub shutdown_grace: Duration,
 }
 
+/// Where the Redis instances are. Several independent instances (not a cluster) make the
+/// lock a Redlock with a quorum of N/2+1.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis instances, comma-separated URLs.
+    #[arg(
+        id = "redis_urls",
+        long = "redis-urls",
+        env = "REDIS_URLS",
+        value_delimiter = ',',
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub urls: Vec<String>,
+
+    /// Time allowed to connect to, and to hear back from, one Redis instance.
+    #[arg(id = "redis_timeout", long = "redis-timeout", env = "REDIS_TIMEOUT", value_parser = duration, default_value = "1s")]
+    pub timeout: Duration,
+}
+
+impl RedisArgs {
+    /// How many instances must answer (or agree) for a result to count.
+    pub fn quorum(&self) -> usize {
+        self.urls.len() / 2 + 1
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Json,

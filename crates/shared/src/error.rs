@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header, request::Parts};
 use axum::response::{IntoResponse, Response};
@@ -189,6 +189,29 @@ where
                 Err(ApiError::bad_request("invalid_id", message))
             }
             Err(other) => Err(ApiError::internal(other.body_text())),
+        }
+    }
+}
+
+/// `axum::extract::Query`, but a parameter that does not parse (or is unknown, for structs
+/// that deny unknown fields) answers 400 `invalid_parameter` naming it.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                Err(ApiError::bad_request("invalid_parameter", e.body_text()))
+            }
+            Err(other) => Err(ApiError::bad_request("invalid_parameter", other.body_text())),
         }
     }
 }

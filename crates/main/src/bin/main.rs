@@ -1,1 +1,12 @@
-fn main() {}
+use clap::Parser;
+use kubescaler_main::{Application, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    kubescaler_shared::telemetry::init(config.common.log_format);
+    let shutdown = kubescaler_shared::shutdown::token_on_signal();
+    Application::build(config, shutdown).await?.run_until_stopped().await?;
+    tracing::info!("main stopped");
+    Ok(())
+}

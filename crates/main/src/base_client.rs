@@ -1,0 +1,244 @@
+//! A typed client for base's REST API.
+//!
+//! One pooled `reqwest::Client` with connect and request timeouts. Idempotent requests (GET,
+//! PUT, DELETE) are retried a bounded number of times with backoff when base cannot be reached
+//! or answers 502/503/504; a POST never is, because a retried create could create twice.
+//! Failures keep their meaning for main's clients: base's own JSON errors are carried through,
+//! an unreachable base is 503, a slow one 504 — never an empty list in place of an answer.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use clap::Args;
+use kubescaler_shared::config::duration;
+use kubescaler_shared::model::{Profile, ProfileBody, User, UserBody};
+use kubescaler_shared::{ApiError, ProfileId, UserId};
+use reqwest::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, Clone, Args)]
+pub struct BaseClientConfig {
+    /// Where base listens.
+    #[arg(id = "base_url", long = "base-url", env = "BASE_URL", default_value = "http://127.0.0.1:8081", value_parser = base_url)]
+    pub url: String,
+
+    /// Time allowed to open a connection to base.
+    #[arg(id = "base_connect_timeout", long = "base-connect-timeout", env = "BASE_CONNECT_TIMEOUT", value_parser = duration, default_value = "1s")]
+    pub connect_timeout: Duration,
+
+    /// Time allowed for one request to base, answer included.
+    #[arg(id = "base_timeout", long = "base-timeout", env = "BASE_TIMEOUT", value_parser = duration, default_value = "10s")]
+    pub timeout: Duration,
+
+    /// Extra attempts of an idempotent request when base is unreachable or answers 502/503/504.
+    #[arg(id = "base_retries", long = "base-retries", env = "BASE_RETRIES", default_value_t = 2)]
+    pub retries: u32,
+}
+
+impl BaseClientConfig {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_owned(),
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+            retries: 2,
+        }
+    }
+}
+
+fn base_url(input: &str) -> Result<String, String> {
+    match reqwest::Url::parse(input) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(input.trim_end_matches('/').to_owned())
+        }
+        _ => Err(format!("`{input}` is not an http(s) URL such as http://base:8080")),
+    }
+}
+
+/// Why a call to base failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BaseError {
+    #[error("base is unreachable: {0}")]
+    Unreachable(String),
+    #[error("base did not answer in time: {0}")]
+    Timeout(String),
+    /// base answered with an error of its own (`{"error","message"}`).
+    #[error("base answered {status}: {message}")]
+    Upstream { status: StatusCode, code: String, message: String },
+    #[error("base sent an answer main cannot read: {0}")]
+    Invalid(String),
+}
+
+impl BaseError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Unreachable(_) | Self::Timeout(_) => true,
+            Self::Upstream { status, .. } => matches!(status.as_u16(), 502..=504),
+            Self::Invalid(_) => false,
+        }
+    }
+}
+
+impl From<BaseError> for ApiError {
+    fn from(error: BaseError) -> Self {
+        match error {
+            BaseError::Unreachable(_) => ApiError::unavailable("base", error.to_string()),
+            BaseError::Timeout(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", error.to_string())
+                    .with_field("dependency", "base")
+            }
+            BaseError::Upstream { status, .. } if status == StatusCode::SERVICE_UNAVAILABLE => {
+                ApiError::unavailable("base", error.to_string())
+            }
+            BaseError::Upstream { status, .. } if status.is_server_error() => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", error.to_string())
+                    .with_field("dependency", "base")
+            }
+            // base's verdict on the request (unknown id, invalid body) is main's verdict too.
+            BaseError::Upstream { status, code, message } => ApiError::new(status, code, message),
+            BaseError::Invalid(_) => ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", error.to_string())
+                .with_field("dependency", "base"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BaseClient {
+    http: reqwest::Client,
+    url: String,
+    retries: u32,
+}
+
+impl BaseClient {
+    pub fn new(config: &BaseClientConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self { http, url: config.url.clone(), retries: config.retries })
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<User>, BaseError> {
+        self.json(Method::GET, "/users", None::<&()>).await
+    }
+
+    pub async fn list_profiles(&self) -> Result<Vec<Profile>, BaseError> {
+        self.json(Method::GET, "/profiles", None::<&()>).await
+    }
+
+    /// The ids of the profiles holding `user`. Only the ids are decoded: the users of each
+    /// profile (up to 10,000 apiece) are skipped, not parsed.
+    pub async fn profiles_of_user(&self, user: UserId) -> Result<Vec<ProfileId>, BaseError> {
+        #[derive(serde::Deserialize)]
+        struct IdOnly {
+            id: ProfileId,
+        }
+        let profiles: Vec<IdOnly> =
+            self.json(Method::GET, &format!("/profiles/user/{user}"), None::<&()>).await?;
+        Ok(profiles.into_iter().map(|p| p.id).collect())
+    }
+
+    pub async fn create_user(&self, body: &UserBody) -> Result<User, BaseError> {
+        self.json(Method::POST, "/users", Some(body)).await
+    }
+
+    pub async fn create_profile(&self, body: &ProfileBody) -> Result<Profile, BaseError> {
+        self.json(Method::POST, "/profiles", Some(body)).await
+    }
+
+    pub async fn delete_all_users(&self) -> Result<(), BaseError> {
+        self.send(Method::DELETE, "/users", None::<&()>).await.map(drop)
+    }
+
+    pub async fn delete_all_profiles(&self) -> Result<(), BaseError> {
+        self.send(Method::DELETE, "/profiles", None::<&()>).await.map(drop)
+    }
+
+    /// Whether base says it is ready (its own `/readyz`), for main's readiness.
+    pub async fn ready(&self) -> Result<(), BaseError> {
+        let response = self
+            .http
+            .get(format!("{}/readyz", self.url))
+            .timeout(kubescaler_shared::http::PROBE_TIMEOUT)
+            .send()
+            .await
+            .map_err(transport)?;
+        check(response).await.map(drop)
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, BaseError> {
+        let bytes = self.send(method, path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| BaseError::Invalid(format!("{path}: {e}")))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<bytes::Bytes, BaseError> {
+        let idempotent = method != Method::POST;
+        let mut attempt = 0;
+        loop {
+            let mut request = self.http.request(method.clone(), format!("{}{path}", self.url));
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let result = match request.send().await {
+                Ok(response) => check(response).await,
+                Err(e) => Err(transport(e)),
+            };
+            match result {
+                Err(e) if idempotent && attempt < self.retries && e.is_retryable() => {
+                    attempt += 1;
+                    let backoff = Duration::from_millis(100 * 2u64.pow(attempt - 1));
+                    tracing::debug!(error = %e, %method, path, attempt, ?backoff, "retrying base request");
+                    tokio::time::sleep(backoff).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+fn transport(error: reqwest::Error) -> BaseError {
+    // reqwest's Display hides the cause ("error sending request"); the chain says what failed.
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if error.is_timeout() { BaseError::Timeout(message) } else { BaseError::Unreachable(message) }
+}
+
+async fn check(response: reqwest::Response) -> Result<bytes::Bytes, BaseError> {
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(transport)?;
+    if status.is_success() {
+        return Ok(bytes);
+    }
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: String,
+        message: String,
+    }
+    let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    Err(match serde_json::from_slice::<Body>(&bytes) {
+        Ok(body) => BaseError::Upstream { status, code: body.error, message: body.message },
+        Err(_) => BaseError::Upstream {
+            status,
+            code: "upstream_error".into(),
+            message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+        },
+    })
+}

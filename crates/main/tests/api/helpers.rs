@@ -1,0 +1,131 @@
+//! Starts base and main in-process on port 0: base on the real Cassandra, main on a real
+//! Redis — the shared one from `scripts/services.sh up`, or a dedicated one for tests that
+//! count its commands or stop it.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::time::Duration;
+
+use kubescaler_base::cassandra::CassandraConfig;
+use kubescaler_main::base_client::BaseClientConfig;
+use kubescaler_shared::config::{CommonArgs, LogFormat, RedisArgs};
+pub use kubescaler_testkit::{Forwarder, Http, RedisServer, error_code, require_cassandra, require_redis};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Keyspace for tests that only touch their own random ids.
+pub const SHARED_KEYSPACE: &str = "kubescaler_test_main";
+
+fn common() -> CommonArgs {
+    CommonArgs {
+        listen_address: "127.0.0.1".parse().unwrap(),
+        log_format: LogFormat::Pretty,
+        shutdown_grace: Duration::from_secs(5),
+    }
+}
+
+/// A service running in-process.
+pub struct Running {
+    pub http: Http,
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Deref for Running {
+    type Target = Http;
+    fn deref(&self) -> &Http {
+        &self.http
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.task.abort();
+    }
+}
+
+/// base on `keyspace`, ready.
+pub async fn spawn_base(keyspace: &str) -> Running {
+    kubescaler_shared::telemetry::init_for_tests();
+    let nodes = require_cassandra().await;
+    let config = kubescaler_base::Config {
+        port: 0,
+        cassandra: CassandraConfig::new(nodes, keyspace).unwrap(),
+        common: common(),
+    };
+    let shutdown = CancellationToken::new();
+    let app = kubescaler_base::Application::build(config, shutdown.clone()).await.unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
+    let task = tokio::spawn(app.run_until_stopped());
+    let running = Running { http: Http::new(addr), addr, shutdown, task };
+    running.wait_ready(Duration::from_secs(60)).await;
+    running
+}
+
+pub fn main_config(base_url: &str, redis_urls: Vec<String>) -> kubescaler_main::Config {
+    kubescaler_main::Config {
+        port: 0,
+        base: BaseClientConfig::new(base_url),
+        redis: RedisArgs { urls: redis_urls, timeout: Duration::from_millis(500) },
+        admin_token: None,
+        testdata_concurrency: 32,
+        common: common(),
+    }
+}
+
+/// main with `config`, not waiting for readiness.
+pub async fn spawn_main(config: kubescaler_main::Config) -> Running {
+    kubescaler_shared::telemetry::init_for_tests();
+    let shutdown = CancellationToken::new();
+    let app = kubescaler_main::Application::build(config, shutdown.clone()).await.unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
+    let task = tokio::spawn(app.run_until_stopped());
+    Running { http: Http::new(addr), addr, shutdown, task }
+}
+
+/// base on `keyspace` and main in front of it on the shared Redis, both ready.
+pub async fn spawn_suite(keyspace: &str) -> (Running, Running) {
+    let redis = require_redis().await;
+    let base = spawn_base(keyspace).await;
+    let main = spawn_main(main_config(&base.http.base_url, vec![redis])).await;
+    main.wait_ready(Duration::from_secs(30)).await;
+    (base, main)
+}
+
+pub async fn create_user(base: &Http, name: &str) -> Value {
+    let (status, body) = base.post("/users", json!({ "name": name })).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+pub async fn create_profile(base: &Http, users: &[&Value]) -> Value {
+    let ids: Vec<_> = users.iter().map(|u| u["id"].clone()).collect();
+    let (status, body) = base.post("/profiles", json!({ "users": ids })).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+pub fn id(value: &Value) -> &str {
+    value["id"].as_str().unwrap()
+}
+
+/// Polls `GET /testdata` until the run ends; returns the final progress.
+pub async fn wait_generation(main: &Http, within: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (status, progress) = main.get("/testdata").await;
+        assert_eq!(status, StatusCode::OK);
+        if progress["state"] != "running" {
+            return progress;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "generation still running after {within:?}: {progress}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

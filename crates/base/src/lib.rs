@@ -4,7 +4,7 @@
 //! - [`store`]: the [`Store`] trait the API runs on, so backends are interchangeable.
 //! - [`cassandra`]: the Cassandra store (schema, prepared statements, lazy connection).
 //!
-//! [`Application`] binds, wires and serves; the `base` binary is a thin shell around it, and
+//! [`build`] binds and wires; the `base` binary is a thin shell around it, and
 //! tests start it in-process on port 0.
 //!
 //! [`ApiError`]: kubescaler_shared::ApiError
@@ -14,14 +14,12 @@ pub mod cassandra;
 pub mod routes;
 pub mod store;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use clap::Parser;
 use kubescaler_shared::config::CommonArgs;
-use kubescaler_shared::http::{HttpMetrics, Readiness, Server, service_router};
+use kubescaler_shared::http::{HttpMetrics, Readiness, Service, service_router};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -57,34 +55,12 @@ pub fn app(
     Ok(service_router(routes::router(store), readiness, metrics))
 }
 
-/// base bound to its port, ready to serve.
-#[derive(Debug)]
-pub struct Application {
-    server: Server,
-    router: Router,
-    shutdown: CancellationToken,
-    grace: Duration,
-}
-
-impl Application {
-    /// Binds the port and starts connecting to Cassandra in the background; does not wait for
-    /// Cassandra, so base is alive (and not ready) while it is unreachable.
-    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let store: Arc<dyn Store> = Arc::new(CassandraStore::start(config.cassandra));
-        let router = app(store, shutdown.clone(), Registry::new())?;
-        let server = Server::bind(SocketAddr::new(config.common.listen_address, config.port)).await?;
-        Ok(Self { server, router, shutdown, grace: config.common.shutdown_grace })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.server.port()
-    }
-
-    /// Serves until the shutdown token is cancelled, then drains within the grace period.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        tracing::info!(addr = %self.server.local_addr(), "base listening");
-        self.server.serve(self.router, self.shutdown, self.grace).await
-    }
+/// base ready to serve. Binds the port and starts connecting to Cassandra in the background;
+/// does not wait for Cassandra, so base is alive (and not ready) while it is unreachable.
+pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
+    let store: Arc<dyn Store> = Arc::new(CassandraStore::start(config.cassandra));
+    let router = app(store, shutdown.clone(), Registry::new())?;
+    Ok(Service::bind("base", &config.common, config.port, router, shutdown).await?)
 }
 
 #[cfg(test)]

@@ -11,15 +11,13 @@ pub mod launched;
 pub mod routes;
 pub mod testdata;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
 use clap::Parser;
 use kubescaler_shared::config::{CommonArgs, RedisArgs};
-use kubescaler_shared::http::{HttpMetrics, Probe, Readiness, Server, service_router};
+use kubescaler_shared::http::{HttpMetrics, Probe, Readiness, Service, service_router};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -102,32 +100,11 @@ pub fn app(
     Ok(service_router(routes::router(state), readiness, HttpMetrics::new(registry, "main")?))
 }
 
-/// main bound to its port, ready to serve.
-#[derive(Debug)]
-pub struct Application {
-    server: Server,
-    router: Router,
-    shutdown: CancellationToken,
-    grace: Duration,
-}
-
-impl Application {
-    /// Binds the port; Redis and base are reached lazily, so main starts while they are down.
-    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let launched: Arc<dyn LaunchedReader> = Arc::new(RedisLaunched::new(&config.redis)?);
-        let router = app(&config, launched, shutdown.clone(), Registry::new())?;
-        let server = Server::bind(SocketAddr::new(config.common.listen_address, config.port)).await?;
-        Ok(Self { server, router, shutdown, grace: config.common.shutdown_grace })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.server.port()
-    }
-
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        tracing::info!(addr = %self.server.local_addr(), "main listening");
-        self.server.serve(self.router, self.shutdown, self.grace).await
-    }
+/// main ready to serve. Redis and base are reached lazily, so main starts while they are down.
+pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
+    let launched: Arc<dyn LaunchedReader> = Arc::new(RedisLaunched::new(&config.redis)?);
+    let router = app(&config, launched, shutdown.clone(), Registry::new())?;
+    Ok(Service::bind("main", &config.common, config.port, router, shutdown).await?)
 }
 
 #[cfg(test)]

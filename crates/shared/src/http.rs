@@ -28,6 +28,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::config::CommonArgs;
 use crate::error::{self, ApiError};
 use crate::model::MAX_BODY_BYTES;
 
@@ -273,6 +274,42 @@ impl Server {
                 Ok(())
             }
         }
+    }
+}
+
+/// A service ready to run: its router, bound to its port, tied to a shutdown token.
+/// Each service's `build` returns one; the binaries and tests run it.
+#[derive(Debug)]
+pub struct Service {
+    name: &'static str,
+    server: Server,
+    router: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+}
+
+impl Service {
+    pub async fn bind(
+        name: &'static str,
+        common: &CommonArgs,
+        port: u16,
+        router: Router,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
+        let server = Server::bind(SocketAddr::new(common.listen_address, port)).await?;
+        Ok(Self { name, server, router, shutdown, grace: common.shutdown_grace })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains within the grace period.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        tracing::info!(service = self.name, addr = %self.server.local_addr(), "listening");
+        self.server.serve(self.router, self.shutdown, self.grace).await?;
+        tracing::info!(service = self.name, "stopped");
+        Ok(())
     }
 }
 

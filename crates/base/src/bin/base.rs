@@ -1,12 +1,11 @@
 use clap::Parser;
-use kubescaler_base::{Application, Config};
+use kubescaler_base::Config;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     kubescaler_shared::telemetry::init(config.common.log_format);
     let shutdown = kubescaler_shared::shutdown::token_on_signal();
-    Application::build(config, shutdown).await?.run_until_stopped().await?;
-    tracing::info!("base stopped");
+    kubescaler_base::build(config, shutdown).await?.run_until_stopped().await?;
     Ok(())
 }

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::time::Duration;
 
+use kubescaler_base::Config;
 use kubescaler_base::cassandra::CassandraConfig;
-use kubescaler_base::{Application, Config};
 use kubescaler_shared::config::{CommonArgs, LogFormat};
 pub use kubescaler_testkit::{Forwarder, Http, error_code, require_cassandra};
 use reqwest::StatusCode;
@@ -61,7 +61,7 @@ impl TestApp {
     pub async fn start(config: Config) -> Self {
         kubescaler_shared::telemetry::init_for_tests();
         let shutdown = CancellationToken::new();
-        let app = Application::build(config, shutdown.clone()).await.unwrap();
+        let app = kubescaler_base::build(config, shutdown.clone()).await.unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
         let task = tokio::spawn(app.run_until_stopped());
         Self { http: Http::new(addr), addr, shutdown, task }

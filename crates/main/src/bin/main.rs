@@ -1,12 +1,11 @@
 use clap::Parser;
-use kubescaler_main::{Application, Config};
+use kubescaler_main::Config;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     kubescaler_shared::telemetry::init(config.common.log_format);
     let shutdown = kubescaler_shared::shutdown::token_on_signal();
-    Application::build(config, shutdown).await?.run_until_stopped().await?;
-    tracing::info!("main stopped");
+    kubescaler_main::build(config, shutdown).await?.run_until_stopped().await?;
     Ok(())
 }

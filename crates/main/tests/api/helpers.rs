@@ -58,7 +58,7 @@ pub async fn spawn_base(keyspace: &str) -> Running {
         common: common(),
     };
     let shutdown = CancellationToken::new();
-    let app = kubescaler_base::Application::build(config, shutdown.clone()).await.unwrap();
+    let app = kubescaler_base::build(config, shutdown.clone()).await.unwrap();
     let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
     let task = tokio::spawn(app.run_until_stopped());
     let running = Running { http: Http::new(addr), addr, shutdown, task };
@@ -81,7 +81,7 @@ pub fn main_config(base_url: &str, redis_urls: Vec<String>) -> kubescaler_main::
 pub async fn spawn_main(config: kubescaler_main::Config) -> Running {
     kubescaler_shared::telemetry::init_for_tests();
     let shutdown = CancellationToken::new();
-    let app = kubescaler_main::Application::build(config, shutdown.clone()).await.unwrap();
+    let app = kubescaler_main::build(config, shutdown.clone()).await.unwrap();
     let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
     let task = tokio::spawn(app.run_until_stopped());
     Running { http: Http::new(addr), addr, shutdown, task }

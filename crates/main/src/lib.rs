@@ -2,11 +2,9 @@
 //! streaming right now.
 //!
 //! - [`routes`]: the API, at `/x` and at `/main/x`.
-//! - [`base_client`]: the typed, retrying HTTP client for base.
 //! - [`launched`]: the launched-marker reader over Redis (one `MGET` per request).
 //! - [`testdata`]: the background generator of random users and profiles.
 
-pub mod base_client;
 pub mod launched;
 pub mod routes;
 pub mod testdata;
@@ -21,10 +19,10 @@ use kubescaler_shared::http::{HttpMetrics, Probe, Readiness, Service, service_ro
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::base_client::{BaseClient, BaseClientConfig};
 use crate::launched::{LaunchedReader, RedisLaunched};
 use crate::routes::AppState;
 use crate::testdata::TestData;
+use kubescaler_shared::base_client::{BaseClient, BaseClientConfig};
 
 /// Port main listens on when `PORT` is not set.
 pub const DEFAULT_PORT: u16 = 8082;

@@ -15,9 +15,9 @@ use kubescaler_shared::model::{Profile, User};
 use kubescaler_shared::{ApiError, ApiJson, ProfileId, UserId};
 use subtle::ConstantTimeEq;
 
-use crate::base_client::BaseClient;
 use crate::launched::LaunchedReader;
 use crate::testdata::{Params, Progress, TestData};
+use kubescaler_shared::base_client::BaseClient;
 
 /// What every handler needs.
 #[derive(Clone)]

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::base_client::BaseClient;
+use kubescaler_shared::base_client::BaseClient;
 
 /// Bounds of both sizes, as in the original.
 pub const MIN_SIZE: u32 = 2;

@@ -9,7 +9,9 @@
 //!   spans, and the [`http::Server`] that binds (port 0 in tests), serves and shuts down.
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
 //! - [`keys`]: the Redis key schema, shared by stream (writer) and main (reader).
+//! - [`base_client`]: the typed HTTP client of base, used by main and stream.
 
+pub mod base_client;
 pub mod config;
 pub mod error;
 pub mod http;

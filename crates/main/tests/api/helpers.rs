@@ -7,7 +7,7 @@ use std::ops::Deref;
 use std::time::Duration;
 
 use kubescaler_base::cassandra::CassandraConfig;
-use kubescaler_main::base_client::BaseClientConfig;
+use kubescaler_shared::base_client::BaseClientConfig;
 use kubescaler_shared::config::{CommonArgs, LogFormat, RedisArgs};
 pub use kubescaler_testkit::{Forwarder, Http, RedisServer, error_code, require_cassandra, require_redis};
 use reqwest::StatusCode;

@@ -8,11 +8,11 @@
 
 use std::time::Duration;
 
+use crate::config::duration;
+use crate::model::{Profile, ProfileBody, User, UserBody};
+use crate::{ApiError, ProfileId, UserId};
 use axum::http::StatusCode;
 use clap::Args;
-use kubescaler_shared::config::duration;
-use kubescaler_shared::model::{Profile, ProfileBody, User, UserBody};
-use kubescaler_shared::{ApiError, ProfileId, UserId};
 use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -103,6 +103,14 @@ impl From<BaseError> for ApiError {
     }
 }
 
+/// How a user relates to a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    Bound,
+    NotBound,
+    NoProfile,
+}
+
 #[derive(Debug, Clone)]
 pub struct BaseClient {
     http: reqwest::Client,
@@ -141,6 +149,18 @@ impl BaseClient {
         Ok(profiles.into_iter().map(|p| p.id).collect())
     }
 
+    /// Whether `user` is in `profile` (base's `GET /profiles/{id}/users/{userId}`).
+    pub async fn binding(&self, profile: ProfileId, user: UserId) -> Result<Binding, BaseError> {
+        match self.send(Method::GET, &format!("/profiles/{profile}/users/{user}"), None::<&()>).await {
+            Ok(_) => Ok(Binding::Bound),
+            Err(BaseError::Upstream { status: StatusCode::NOT_FOUND, code, .. }) if code == "not_bound" => {
+                Ok(Binding::NotBound)
+            }
+            Err(BaseError::Upstream { status: StatusCode::NOT_FOUND, .. }) => Ok(Binding::NoProfile),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn create_user(&self, body: &UserBody) -> Result<User, BaseError> {
         self.json(Method::POST, "/users", Some(body)).await
     }
@@ -162,7 +182,7 @@ impl BaseClient {
         let response = self
             .http
             .get(format!("{}/readyz", self.url))
-            .timeout(kubescaler_shared::http::PROBE_TIMEOUT)
+            .timeout(crate::http::PROBE_TIMEOUT)
             .send()
             .await
             .map_err(transport)?;

@@ -1,0 +1,230 @@
+//! The lock and launched registry: one stream per user–profile pair across every replica.
+//!
+//! [`RedisLocks`] is Redlock (crate `rslock`) over `REDIS_URLS`: a random token per
+//! acquisition, a quorum of N/2+1 instances, validity = TTL − time spent acquiring − drift, and
+//! extension or release only while the token still matches. After the lock, the pair's
+//! launched marker is written (same TTL) on the instances, where main reads it.
+//!
+//! A refused acquisition is told apart from an outage by asking the instances for the lock
+//! key's remaining TTL: a quorum answering with a live key is a conflict (409, retry when that
+//! TTL runs out), fewer answers than a quorum is Redis unavailable (503).
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use kubescaler_shared::config::RedisArgs;
+use kubescaler_shared::{ProfileId, UserId, keys};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// A held lock on a pair.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub user: UserId,
+    pub profile: ProfileId,
+    token: Vec<u8>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AcquireError {
+    #[error("the pair is streaming elsewhere; its lock expires in {retry_after:?} at the latest")]
+    Conflict { retry_after: Duration },
+    #[error("lock registry unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Locks and launched markers of pairs.
+#[async_trait]
+pub trait PairLocks: Send + Sync + 'static {
+    fn backend(&self) -> &'static str;
+    async fn ping(&self) -> Result<(), String>;
+    /// Takes the pair's lock for `ttl` (one attempt, no waiting) and writes its marker.
+    async fn acquire(&self, user: UserId, profile: ProfileId, ttl: Duration) -> Result<Lease, AcquireError>;
+    /// Extends the lock and the marker by `ttl`; `Err` means the lock is lost.
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<(), String>;
+    /// Releases the lock (if still ours) and removes the marker, best effort.
+    async fn release(&self, lease: &Lease);
+}
+
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1], KEYS[2])
+end
+return 0
+";
+
+pub struct RedisLocks {
+    manager: rslock::LockManager,
+    instances: Vec<ConnectionManager>,
+    quorum: usize,
+}
+
+impl std::fmt::Debug for RedisLocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLocks")
+            .field("instances", &self.instances.len())
+            .field("quorum", &self.quorum)
+            .finish()
+    }
+}
+
+impl RedisLocks {
+    pub fn new(config: &RedisArgs) -> Result<Self, redis::RedisError> {
+        let clients =
+            config.urls.iter().map(|url| redis::Client::open(url.as_str())).collect::<Result<Vec<_>, _>>()?;
+        let mut manager = rslock::LockManager::from_clients(clients.clone());
+        // One attempt: a conflict is answered at once, never waited out on the request path.
+        manager.set_retry(1, Duration::from_millis(1));
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let instances = clients
+            .into_iter()
+            .map(|client| ConnectionManager::new_lazy_with_config(client, manager_config.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { manager, instances, quorum: config.quorum() })
+    }
+
+    fn lock(&self, lease: &Lease, validity: usize) -> rslock::Lock {
+        rslock::Lock {
+            resource: keys::lock(lease.user, lease.profile).into_bytes(),
+            val: lease.token.clone(),
+            validity_time: validity,
+            lock_manager: self.manager.clone(),
+        }
+    }
+
+    /// Runs `command` on every instance at once; the replies that came back, and the failures.
+    async fn on_all<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> (Vec<T>, Vec<String>) {
+        let replies = futures::future::join_all(self.instances.iter().map(|manager| {
+            let mut connection = manager.clone();
+            async move { command.query_async::<T>(&mut connection).await }
+        }))
+        .await;
+        let mut answers = Vec::new();
+        let mut failures = Vec::new();
+        for reply in replies {
+            match reply {
+                Ok(value) => answers.push(value),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        (answers, failures)
+    }
+
+    async fn write_marker(&self, lease: &Lease, ttl: Duration) -> Result<(), String> {
+        let mut set = redis::cmd("SET");
+        set.arg(keys::launched(lease.user, lease.profile)).arg("1").arg("PX").arg(ttl.as_millis() as u64);
+        let (answers, failures) = self.on_all::<()>(&set).await;
+        if answers.len() >= self.quorum {
+            Ok(())
+        } else {
+            Err(format!(
+                "marker written on {} of {} instances: {}",
+                answers.len(),
+                self.instances.len(),
+                failures.join("; ")
+            ))
+        }
+    }
+}
+
+#[async_trait]
+impl PairLocks for RedisLocks {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> Result<(), String> {
+        let (answers, failures) = self.on_all::<String>(&redis::cmd("PING")).await;
+        if answers.len() >= self.quorum {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} of {} instances answered, {} needed: {}",
+                answers.len(),
+                self.instances.len(),
+                self.quorum,
+                failures.join("; ")
+            ))
+        }
+    }
+
+    async fn acquire(&self, user: UserId, profile: ProfileId, ttl: Duration) -> Result<Lease, AcquireError> {
+        let resource = keys::lock(user, profile);
+        // A second attempt only when the first failed with nobody holding the key: a
+        // connection the lock manager had to remake after a Redis restart, not a conflict.
+        for attempt in 0..2 {
+            let started = Instant::now();
+            match self.manager.lock(resource.as_bytes(), ttl).await {
+                Ok(lock) => {
+                    let lease = Lease { user, profile, token: lock.val };
+                    if let Err(e) = self.write_marker(&lease, ttl).await {
+                        self.release(&lease).await;
+                        return Err(AcquireError::Unavailable(e));
+                    }
+                    return Ok(lease);
+                }
+                Err(rslock::LockError::Unavailable) => {
+                    // Refused: held elsewhere, or too few instances answered? Ask for the TTL.
+                    let mut pttl = redis::cmd("PTTL");
+                    pttl.arg(&resource);
+                    let (answers, failures) = self.on_all::<i64>(&pttl).await;
+                    if answers.len() < self.quorum {
+                        return Err(AcquireError::Unavailable(format!(
+                            "{} of {} instances answered, {} needed: {}",
+                            answers.len(),
+                            self.instances.len(),
+                            self.quorum,
+                            failures.join("; ")
+                        )));
+                    }
+                    // PTTL: -2 no key, -1 no expiry (not ours, but held), else milliseconds left.
+                    let held: Vec<i64> = answers.into_iter().filter(|ttl| *ttl != -2).collect();
+                    if !held.is_empty() {
+                        // The longest TTL among holders bounds when the lock can be taken again.
+                        let longest = held.into_iter().max().unwrap_or(0);
+                        let retry_after = if longest > 0 {
+                            Duration::from_millis(longest as u64)
+                        } else {
+                            ttl.saturating_sub(started.elapsed())
+                        };
+                        return Err(AcquireError::Conflict { retry_after });
+                    }
+                    if attempt == 1 {
+                        return Err(AcquireError::Unavailable(
+                            "the lock could not be taken though no instance holds it".into(),
+                        ));
+                    }
+                }
+                Err(e) => return Err(AcquireError::Unavailable(e.to_string())),
+            }
+        }
+        Err(AcquireError::Unavailable("the lock could not be taken".into()))
+    }
+
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<(), String> {
+        self.manager
+            .extend(&self.lock(lease, 0), ttl)
+            .await
+            .map_err(|e| format!("lock not extended: {e}"))?;
+        self.write_marker(lease, ttl).await
+    }
+
+    async fn release(&self, lease: &Lease) {
+        // Lock and marker go together, and only while the lock is still ours: a marker
+        // written by the replica that took the pair over must survive.
+        let script = redis::Script::new(RELEASE);
+        futures::future::join_all(self.instances.iter().map(|manager| {
+            let mut connection = manager.clone();
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(keys::lock(lease.user, lease.profile))
+                .key(keys::launched(lease.user, lease.profile))
+                .arg(lease.token.as_slice());
+            async move { invocation.invoke_async::<i64>(&mut connection).await }
+        }))
+        .await;
+    }
+}

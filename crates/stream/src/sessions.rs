@@ -1,0 +1,372 @@
+//! Open streams: admission (binding, capacity, lock), the body of each stream, and the ONE
+//! refresher task of the instance that keeps every held lock and marker alive.
+//!
+//! Every open stream owns a [`StreamGuard`]: created once the lock is held, dropped on every
+//! way out (client gone, lock lost, unbound, shutdown, error). Its `Drop` decrements the
+//! active-connections gauge and takes the pair out of the refresher, so neither can drift
+//! from the truth whatever path a stream ends by.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use kubescaler_shared::base_client::{BaseClient, Binding};
+use kubescaler_shared::{ProfileId, UserId};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::feed::{self, Frame};
+use crate::locks::{Lease, PairLocks};
+
+/// A comment line keeps idle connections (and proxies) from timing out when messages are rare.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// What clients are told to wait before reconnecting after a shutdown.
+const RECONNECT_AFTER: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct StreamMetrics {
+    pub active: IntGauge,
+    pub sent: IntCounter,
+    pub dropped: IntCounter,
+    pub bytes: IntCounter,
+    pub acquisitions: IntCounterVec,
+    pub lost: IntCounterVec,
+    pub refresh: Histogram,
+}
+
+impl StreamMetrics {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = Self {
+            active: IntGauge::new("kubescaler_stream_active_connections", "Streams open on this instance")?,
+            sent: IntCounter::new("kubescaler_stream_messages_sent_total", "Messages written to streams")?,
+            dropped: IntCounter::new(
+                "kubescaler_stream_messages_dropped_total",
+                "Messages skipped for clients reading slower than the rate",
+            )?,
+            bytes: IntCounter::new(
+                "kubescaler_stream_bytes_sent_total",
+                "Bytes of messages written to streams",
+            )?,
+            acquisitions: IntCounterVec::new(
+                Opts::new("kubescaler_stream_lock_acquisitions_total", "Lock acquisitions by result"),
+                &["result"],
+            )?,
+            lost: IntCounterVec::new(
+                Opts::new("kubescaler_stream_locks_lost_total", "Streams ended by the refresher, by reason"),
+                &["reason"],
+            )?,
+            refresh: Histogram::with_opts(
+                HistogramOpts::new(
+                    "kubescaler_stream_lock_refresh_duration_seconds",
+                    "Time to extend one lock",
+                )
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            )?,
+        };
+        registry.register(Box::new(metrics.active.clone()))?;
+        registry.register(Box::new(metrics.sent.clone()))?;
+        registry.register(Box::new(metrics.dropped.clone()))?;
+        registry.register(Box::new(metrics.bytes.clone()))?;
+        registry.register(Box::new(metrics.acquisitions.clone()))?;
+        registry.register(Box::new(metrics.lost.clone()))?;
+        registry.register(Box::new(metrics.refresh.clone()))?;
+        Ok(metrics)
+    }
+}
+
+/// Why the refresher ended a stream.
+#[derive(Debug, Clone)]
+enum End {
+    LockLost(String),
+    Unbound,
+}
+
+#[derive(Debug)]
+struct Held {
+    lease: Lease,
+    end: oneshot::Sender<End>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub lock_ttl: Duration,
+    pub lock_refresh: Duration,
+    pub release_on_disconnect: bool,
+    pub max_connections: usize,
+}
+
+/// Why a stream was not opened.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    #[error("no profile {0}")]
+    NoProfile(ProfileId),
+    #[error("user {0} is not in profile {1}")]
+    NotBound(UserId, ProfileId),
+    #[error("this instance serves its maximum of {0} streams")]
+    Full(usize),
+    #[error(transparent)]
+    Base(#[from] kubescaler_shared::base_client::BaseError),
+    #[error(transparent)]
+    Lock(#[from] crate::locks::AcquireError),
+    #[error("the service is shutting down")]
+    ShuttingDown,
+}
+
+/// The open streams of this instance.
+pub struct Sessions {
+    held: Mutex<HashMap<u64, Held>>,
+    next_id: AtomicU64,
+    locks: Arc<dyn PairLocks>,
+    base: BaseClient,
+    feed: watch::Receiver<Option<Frame>>,
+    capacity: Arc<Semaphore>,
+    settings: Settings,
+    metrics: StreamMetrics,
+    shutdown: CancellationToken,
+    /// Releases still running, awaited before the process exits.
+    releases: TaskTracker,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl Sessions {
+    pub fn new(
+        locks: Arc<dyn PairLocks>,
+        base: BaseClient,
+        feed: watch::Receiver<Option<Frame>>,
+        settings: Settings,
+        metrics: StreamMetrics,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            held: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            capacity: Arc::new(Semaphore::new(settings.max_connections)),
+            locks,
+            base,
+            feed,
+            settings,
+            metrics,
+            shutdown,
+            releases: TaskTracker::new(),
+        })
+    }
+
+    pub fn locks(&self) -> &Arc<dyn PairLocks> {
+        &self.locks
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
+        // The map stays consistent even if a holder panicked: every change is one insert/remove.
+        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Admits a stream: the pair is bound, there is room, the lock is ours. Nothing is
+    /// locked and nothing counted when this fails.
+    pub async fn open(self: &Arc<Self>, user: UserId, profile: ProfileId) -> Result<OpenStream, Refusal> {
+        if self.shutdown.is_cancelled() {
+            return Err(Refusal::ShuttingDown);
+        }
+        match self.base.binding(profile, user).await? {
+            Binding::Bound => {}
+            Binding::NotBound => return Err(Refusal::NotBound(user, profile)),
+            Binding::NoProfile => return Err(Refusal::NoProfile(profile)),
+        }
+        let permit = self
+            .capacity
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Full(self.settings.max_connections))?;
+        let lease = match self.locks.acquire(user, profile, self.settings.lock_ttl).await {
+            Ok(lease) => {
+                self.metrics.acquisitions.with_label_values(&["acquired"]).inc();
+                lease
+            }
+            Err(e) => {
+                let result = match e {
+                    crate::locks::AcquireError::Conflict { .. } => "conflict",
+                    crate::locks::AcquireError::Unavailable(_) => "error",
+                };
+                self.metrics.acquisitions.with_label_values(&[result]).inc();
+                return Err(e.into());
+            }
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (end_tx, end_rx) = oneshot::channel();
+        self.held().insert(id, Held { lease: lease.clone(), end: end_tx });
+        self.metrics.active.inc();
+        tracing::info!(%user, %profile, stream = id, "stream opened");
+        let guard = StreamGuard { id, lease, sessions: self.clone(), _permit: permit };
+        Ok(OpenStream { guard, end: end_rx })
+    }
+
+    /// The refresher: every `LOCK_REFRESH`, extend every held lock and marker and re-check
+    /// every binding; end the streams that lost either. On shutdown, release every lock.
+    pub async fn refresh_until_shutdown(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(self.settings.lock_refresh);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => self.refresh_all().await,
+                () = self.shutdown.cancelled() => break,
+            }
+        }
+        // Streams end by themselves on shutdown (their guards release); wait for them.
+        self.releases.close();
+        self.releases.wait().await;
+    }
+
+    async fn refresh_all(self: &Arc<Self>) {
+        let snapshot: Vec<(u64, Lease)> = self.held().iter().map(|(id, h)| (*id, h.lease.clone())).collect();
+        futures::stream::iter(snapshot)
+            .for_each_concurrent(64, |(id, lease)| async move {
+                let started = Instant::now();
+                let extended = self.locks.extend(&lease, self.settings.lock_ttl).await;
+                self.metrics.refresh.observe(started.elapsed().as_secs_f64());
+                if let Err(why) = extended {
+                    self.end(id, End::LockLost(why), "lock");
+                    return;
+                }
+                match self.base.binding(lease.profile, lease.user).await {
+                    Ok(Binding::Bound) => {}
+                    Ok(Binding::NotBound | Binding::NoProfile) => {
+                        if self.end(id, End::Unbound, "unbound") {
+                            let locks = self.locks.clone();
+                            self.releases.spawn(async move { locks.release(&lease).await });
+                        }
+                    }
+                    // base away: the binding cannot be re-checked now, which does not make the
+                    // pair unbound; the lock is still held, so the stream goes on.
+                    Err(e) => tracing::warn!(error = %e, "binding not re-checked"),
+                }
+            })
+            .await;
+    }
+
+    /// Ends stream `id` if it is still open; `true` when it was.
+    fn end(&self, id: u64, why: End, reason: &str) -> bool {
+        let Some(held) = self.held().remove(&id) else { return false };
+        tracing::info!(user = %held.lease.user, profile = %held.lease.profile, stream = id, ?why, "stream ended by the refresher");
+        self.metrics.lost.with_label_values(&[reason]).inc();
+        let _ = held.end.send(why);
+        true
+    }
+}
+
+/// Held by an open stream; its drop is the stream's end on every path.
+#[derive(Debug)]
+pub struct StreamGuard {
+    id: u64,
+    lease: Lease,
+    sessions: Arc<Sessions>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let sessions = &self.sessions;
+        sessions.metrics.active.dec();
+        // Still registered means no refresher verdict: the client left or the service stops.
+        let client_side = sessions.held().remove(&self.id).is_some();
+        tracing::info!(user = %self.lease.user, profile = %self.lease.profile, stream = self.id, "stream closed");
+        if client_side && (sessions.settings.release_on_disconnect || sessions.shutdown.is_cancelled()) {
+            let (locks, lease) = (sessions.locks.clone(), self.lease.clone());
+            sessions.releases.spawn(async move { locks.release(&lease).await });
+        }
+    }
+}
+
+/// An admitted stream, ready to become a response body.
+#[derive(Debug)]
+pub struct OpenStream {
+    guard: StreamGuard,
+    end: oneshot::Receiver<End>,
+}
+
+struct BodyState {
+    guard: Option<StreamGuard>,
+    end: oneshot::Receiver<End>,
+    feed: watch::Receiver<Option<Frame>>,
+    last_seq: Option<u64>,
+    started: bool,
+}
+
+impl OpenStream {
+    /// The SSE body: the newest frame whenever there is one (at most the frame being written
+    /// and the newest one wait for a connection), then a final event when the refresher or a
+    /// shutdown ends it.
+    pub fn into_body(self) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+        let sessions = self.guard.sessions.clone();
+        let mut feed = sessions.feed.clone();
+        // The current frame goes out at once; later ones as they come.
+        feed.mark_changed();
+        let state =
+            BodyState { guard: Some(self.guard), end: self.end, feed, last_seq: None, started: false };
+        futures::stream::unfold(state, move |mut state| {
+            let sessions = sessions.clone();
+            async move {
+                state.guard.as_ref()?;
+                if !state.started {
+                    state.started = true;
+                    // Sent at once, so the client has the response head without waiting a tick.
+                    let hello = format!("retry: {}\n: stream open\n\n", RECONNECT_AFTER.as_millis());
+                    return Some((Ok(Bytes::from(hello)), state));
+                }
+                loop {
+                    tokio::select! {
+                        biased;
+                        end = &mut state.end => {
+                            let frame = match end {
+                                Ok(End::LockLost(why)) => feed::control("lock-lost", &json!({ "reason": why })),
+                                Ok(End::Unbound) => feed::control(
+                                    "unbound",
+                                    &json!({ "reason": "the user is no longer in the profile, or the profile is gone" }),
+                                ),
+                                Err(_) => return None,
+                            };
+                            state.guard = None;
+                            return Some((Ok(frame), state));
+                        }
+                        () = sessions.shutdown.cancelled() => {
+                            let frame = feed::control(
+                                "shutdown",
+                                &json!({ "reason": "this instance is shutting down; reconnect", "reconnect_after_ms": RECONNECT_AFTER.as_millis() as u64 }),
+                            );
+                            state.guard = None;
+                            return Some((Ok(frame), state));
+                        }
+                        changed = tokio::time::timeout(HEARTBEAT, state.feed.changed()) => {
+                            match changed {
+                                Err(_) => return Some((Ok(Bytes::from_static(b": heartbeat\n\n")), state)),
+                                Ok(Err(_)) => return None,
+                                Ok(Ok(())) => {}
+                            }
+                            let Some(frame) = state.feed.borrow_and_update().clone() else { continue };
+                            if let Some(last) = state.last_seq {
+                                let skipped = frame.seq.saturating_sub(last + 1);
+                                if skipped > 0 {
+                                    sessions.metrics.dropped.inc_by(skipped);
+                                }
+                            }
+                            state.last_seq = Some(frame.seq);
+                            sessions.metrics.sent.inc();
+                            sessions.metrics.bytes.inc_by(frame.bytes.len() as u64);
+                            return Some((Ok(frame.bytes), state));
+                        }
+                    }
+                }
+            }
+        })
+    }
+}

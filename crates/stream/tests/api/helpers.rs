@@ -1,0 +1,250 @@
+//! base in-process on the real Cassandra, stream instances in-process (or as child processes
+//! for signals), and an SSE client that reads events as a browser would.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kubescaler_base::cassandra::CassandraConfig;
+use kubescaler_shared::base_client::BaseClientConfig;
+use kubescaler_shared::config::{CommonArgs, LogFormat, RedisArgs};
+pub use kubescaler_testkit::{Http, RedisServer, error_code, require_cassandra, require_redis};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const KEYSPACE: &str = "kubescaler_test_stream";
+pub const TTL: Duration = Duration::from_secs(3);
+pub const REFRESH: Duration = Duration::from_millis(500);
+
+fn common() -> CommonArgs {
+    CommonArgs {
+        listen_address: "127.0.0.1".parse().unwrap(),
+        log_format: LogFormat::Pretty,
+        shutdown_grace: Duration::from_secs(5),
+    }
+}
+
+pub struct Running {
+    pub http: Http,
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Deref for Running {
+    type Target = Http;
+    fn deref(&self) -> &Http {
+        &self.http
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn spawn_base() -> Running {
+    kubescaler_shared::telemetry::init_for_tests();
+    let nodes = require_cassandra().await;
+    let config = kubescaler_base::Config {
+        port: 0,
+        cassandra: CassandraConfig::new(nodes, KEYSPACE).unwrap(),
+        common: common(),
+    };
+    let shutdown = CancellationToken::new();
+    let service = kubescaler_base::build(config, shutdown.clone()).await.unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], service.port()));
+    let task = tokio::spawn(service.run_until_stopped());
+    let running = Running { http: Http::new(addr), addr, shutdown, task: Some(task) };
+    running.wait_ready(Duration::from_secs(60)).await;
+    running
+}
+
+pub fn stream_config(base: &Running, redis_urls: Vec<String>) -> kubescaler_stream::Config {
+    kubescaler_stream::Config {
+        port: 0,
+        base: BaseClientConfig::new(&base.base_url),
+        redis: RedisArgs { urls: redis_urls, timeout: Duration::from_millis(300) },
+        lock_ttl: TTL,
+        lock_refresh: REFRESH,
+        release_on_disconnect: false,
+        stream_interval: Duration::from_millis(50),
+        stream_message_bytes: 2_000,
+        stream_sndbuf: 65_536,
+        max_connections: 1_000,
+        hostname: "stream-test".into(),
+        common: common(),
+    }
+}
+
+pub async fn spawn_stream(config: kubescaler_stream::Config) -> Running {
+    kubescaler_shared::telemetry::init_for_tests();
+    let shutdown = CancellationToken::new();
+    let service = kubescaler_stream::build(config, shutdown.clone()).await.unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], service.port()));
+    let task = tokio::spawn(service.run_until_stopped());
+    let running = Running { http: Http::new(addr), addr, shutdown, task: Some(task) };
+    running.wait_ready(Duration::from_secs(30)).await;
+    running
+}
+
+/// A user bound to a fresh profile: `(user, profile)` ids.
+pub async fn pair(base: &Http) -> (String, String) {
+    let (status, user) = base.post("/users", json!({ "name": "Streamer" })).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, profile) = base.post("/profiles", json!({ "users": [user["id"]] })).await;
+    assert_eq!(status, StatusCode::CREATED);
+    (user["id"].as_str().unwrap().to_owned(), profile["id"].as_str().unwrap().to_owned())
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub event: String,
+    pub id: Option<u64>,
+    pub data: Value,
+}
+
+/// An open SSE connection, read event by event.
+pub struct Sse {
+    pub headers: reqwest::header::HeaderMap,
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: Vec<u8>,
+}
+
+impl Sse {
+    pub async fn open(
+        service: &Http,
+        user: &str,
+        profile: &str,
+    ) -> Result<Sse, (StatusCode, reqwest::header::HeaderMap, Value)> {
+        let client = reqwest::Client::new();
+        let response = client.get(service.url(&format!("/stream/{user}/{profile}"))).send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        if status != StatusCode::OK {
+            let body = response.json().await.unwrap_or(Value::Null);
+            return Err((status, headers, body));
+        }
+        Ok(Sse { headers, body: Box::pin(response.bytes_stream()), buffer: Vec::new() })
+    }
+
+    /// The next event, or `None` when the stream ended (or nothing came within `within`).
+    pub async fn next(&mut self, within: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let text = String::from_utf8(block).unwrap();
+                let mut event = Event { event: "message".into(), id: None, data: Value::Null };
+                let mut data = String::new();
+                for line in text.lines() {
+                    if let Some(v) = line.strip_prefix("event: ") {
+                        event.event = v.to_owned();
+                    } else if let Some(v) = line.strip_prefix("id: ") {
+                        event.id = v.parse().ok();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data.push_str(v);
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a comment or a retry hint
+                }
+                event.data = serde_json::from_str(&data).unwrap();
+                return Some(event);
+            }
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Ok(Some(Ok(chunk))) => self.buffer.extend_from_slice(&chunk),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Reads until an event other than a message comes; returns it.
+    pub async fn next_control(&mut self, within: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let event = self.next(left).await?;
+            if event.event != "message" {
+                return Some(event);
+            }
+        }
+    }
+}
+
+/// The value of a metric without labels in `/metrics`.
+pub async fn metric(service: &Http, name: &str) -> f64 {
+    let text = service.client.get(service.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+pub async fn wait_metric(service: &Http, name: &str, value: f64, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let now = metric(service, name).await;
+        if now == value {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{name} is {now}, expected {value}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A stream read over a raw socket with a small receive buffer, at a chosen rate.
+pub struct SlowReader {
+    socket: tokio::net::TcpStream,
+    text: String,
+}
+
+impl SlowReader {
+    pub async fn connect(addr: SocketAddr, user: &str, profile: &str) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(16 * 1024).unwrap();
+        let mut socket = socket.connect(addr).await.unwrap();
+        let request = format!(
+            "GET /stream/{user}/{profile} HTTP/1.1\r\nhost: stream\r\naccept: text/event-stream\r\n\r\n"
+        );
+        socket.write_all(request.as_bytes()).await.unwrap();
+        Self { socket, text: String::new() }
+    }
+
+    /// Reads at about `bytes_per_second` for `duration`; returns the `id`s seen, in order.
+    pub async fn read(&mut self, bytes_per_second: usize, duration: Duration) -> Vec<u64> {
+        use tokio::io::AsyncReadExt;
+        let started = tokio::time::Instant::now();
+        let mut total = 0usize;
+        let mut chunk = vec![0u8; 4096];
+        let mut seqs = Vec::new();
+        while started.elapsed() < duration {
+            let n = match tokio::time::timeout(Duration::from_secs(2), self.socket.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => break,
+            };
+            total += n;
+            self.text.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            while let Some(at) = self.text.find("id: ") {
+                let rest = &self.text[at + 4..];
+                let Some(end) = rest.find('\n') else { break };
+                if let Ok(seq) = rest[..end].trim().parse() {
+                    seqs.push(seq);
+                }
+                self.text.drain(..at + 4 + end);
+            }
+            let due = Duration::from_secs_f64(total as f64 / bytes_per_second as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        seqs
+    }
+}

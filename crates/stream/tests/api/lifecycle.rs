@@ -1,0 +1,190 @@
+//! How streams end: disconnects, lock loss, unbinding, shutdown, crashes, slow readers.
+
+use std::time::{Duration, Instant};
+
+use kubescaler_shared::{ProfileId, UserId, keys};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_disconnected_pair_is_refused_until_its_ttl_passes() {
+    let redis = RedisServer::start().await;
+    let base = spawn_base().await;
+    let stream = spawn_stream(stream_config(&base, vec![redis.url()])).await;
+    let (user, profile) = pair(&base).await;
+    let marker = keys::launched(UserId::parse(&user).unwrap(), ProfileId::parse(&profile).unwrap());
+
+    let mut sse = Sse::open(&stream, &user, &profile).await.unwrap();
+    sse.next(Duration::from_secs(2)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let exists: i64 = redis.command(&["EXISTS", &marker]).await.unwrap();
+    assert_eq!(exists, 1, "the refresher keeps the marker alive past one TTL while streaming");
+    drop(sse);
+    let closed = Instant::now();
+    wait_metric(&stream, "kubescaler_stream_active_connections", 0.0, Duration::from_secs(2)).await;
+
+    let (status, _, _) = Sse::open(&stream, &user, &profile).await.err().unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "refused right after the disconnect");
+    loop {
+        match Sse::open(&stream, &user, &profile).await {
+            Ok(_) => break,
+            Err((StatusCode::CONFLICT, _, _)) => {
+                assert!(closed.elapsed() < TTL + Duration::from_secs(2), "still locked long after the TTL");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        closed.elapsed() >= TTL - REFRESH - Duration::from_millis(200),
+        "accepted before the TTL: {:?}",
+        closed.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn release_on_disconnect_frees_the_pair_at_once() {
+    let redis = RedisServer::start().await;
+    let base = spawn_base().await;
+    let mut config = stream_config(&base, vec![redis.url()]);
+    config.release_on_disconnect = true;
+    let stream = spawn_stream(config).await;
+    let (user, profile) = pair(&base).await;
+    let sse = Sse::open(&stream, &user, &profile).await.unwrap();
+    drop(sse);
+    wait_metric(&stream, "kubescaler_stream_active_connections", 0.0, Duration::from_secs(2)).await;
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Sse::open(&stream, &user, &profile).await.is_err() {
+        assert!(Instant::now() < deadline, "not released at once");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_lost_mid_stream_ends_it_with_lock_lost_then_recovers() {
+    let mut redis = RedisServer::start().await;
+    let base = spawn_base().await;
+    let stream = spawn_stream(stream_config(&base, vec![redis.url()])).await;
+    let (user, profile) = pair(&base).await;
+    let mut sse = Sse::open(&stream, &user, &profile).await.unwrap();
+    sse.next(Duration::from_secs(2)).await.unwrap();
+
+    redis.stop().await;
+    let stopped = Instant::now();
+    let end = sse.next_control(TTL + Duration::from_secs(1)).await.expect("the stream must end");
+    assert_eq!(end.event, "lock-lost", "{end:?}");
+    assert!(stopped.elapsed() < TTL, "ended within the TTL: {:?}", stopped.elapsed());
+    assert!(sse.next(Duration::from_millis(500)).await.is_none(), "nothing after lock-lost");
+    wait_metric(&stream, "kubescaler_stream_active_connections", 0.0, Duration::from_secs(2)).await;
+
+    let (other_user, other_profile) = pair(&base).await;
+    let (status, _, body) = Sse::open(&stream, &other_user, &other_profile).await.err().unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let ready = stream.wait_unready(Duration::from_secs(3)).await;
+    assert_eq!(ready["failing"], json!(["redis"]));
+
+    redis.restart().await;
+    stream.wait_ready(Duration::from_secs(10)).await;
+    let mut again = Sse::open(&stream, &other_user, &other_profile).await.unwrap();
+    assert!(again.next(Duration::from_secs(2)).await.is_some());
+}
+
+#[tokio::test]
+async fn unbinding_mid_stream_ends_it_within_one_refresh() {
+    let redis = require_redis().await;
+    let base = spawn_base().await;
+    let stream = spawn_stream(stream_config(&base, vec![redis])).await;
+
+    let (user, profile) = pair(&base).await;
+    let mut by_delete = Sse::open(&stream, &user, &profile).await.unwrap();
+    let (user2, profile2) = pair(&base).await;
+    let mut by_removal = Sse::open(&stream, &user2, &profile2).await.unwrap();
+
+    let changed = Instant::now();
+    assert_eq!(base.delete(&format!("/profiles/{profile}")).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(base.put(&format!("/profiles/{profile2}"), json!({ "users": [] })).await.0, StatusCode::OK);
+    for sse in [&mut by_delete, &mut by_removal] {
+        let end = sse.next_control(REFRESH * 3).await.expect("the stream must end");
+        assert_eq!(end.event, "unbound", "{end:?}");
+    }
+    assert!(changed.elapsed() < REFRESH * 2 + Duration::from_millis(500), "{:?}", changed.elapsed());
+    wait_metric(&stream, "kubescaler_stream_active_connections", 0.0, Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn shutdown_sends_every_client_away_and_frees_its_pairs_at_once() {
+    let redis = require_redis().await;
+    let base = spawn_base().await;
+    let mut leaving = spawn_stream(stream_config(&base, vec![redis.clone()])).await;
+    let staying = spawn_stream(stream_config(&base, vec![redis])).await;
+    let mut pairs = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        let (u, p) = pair(&base).await;
+        let mut sse = Sse::open(&leaving, &u, &p).await.unwrap();
+        sse.next(Duration::from_secs(2)).await.unwrap();
+        streams.push(sse);
+        pairs.push((u, p));
+    }
+
+    leaving.shutdown.cancel();
+    let signalled = Instant::now();
+    // Not ready at once: 503, or no longer accepting connections at all.
+    let ready = leaving.client.get(leaving.url("/readyz")).send().await;
+    assert!(ready.is_err() || ready.unwrap().status() == StatusCode::SERVICE_UNAVAILABLE);
+    for sse in &mut streams {
+        let end = sse.next_control(Duration::from_secs(2)).await.expect("a shutdown event");
+        assert_eq!(end.event, "shutdown");
+        assert!(end.data["reconnect_after_ms"].as_u64().is_some());
+    }
+    for (u, p) in &pairs {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            match Sse::open(&staying, u, p).await {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "pair not free within 1 s of the shutdown: {e:?}")
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(5), leaving.task.take().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(signalled.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_slow_reader_skips_messages_instead_of_queueing_them() {
+    let redis = require_redis().await;
+    let base = spawn_base().await;
+    let mut config = stream_config(&base, vec![redis]);
+    config.stream_message_bytes = 25_000;
+    config.stream_interval = Duration::from_millis(100);
+    let stream = spawn_stream(config).await;
+    let (user, profile) = pair(&base).await;
+
+    // 250 KB/s offered, 25 KB/s read, through a client socket with a small receive buffer
+    // (as a slow network would have), so backpressure reaches the service.
+    let mut reader = SlowReader::connect(stream.addr, &user, &profile).await;
+    let seqs = reader.read(25_000, Duration::from_secs(8)).await;
+    assert!(seqs.len() >= 3, "{seqs:?}");
+    let gaps = seqs.windows(2).filter(|w| w[1] > w[0] + 1).count();
+    assert!(gaps > 0, "gaps in seq: {seqs:?}");
+    assert!(metric(&stream, "kubescaler_stream_messages_dropped_total").await > 0.0, "drops counted");
+
+    // What the slow client reads is current: compare with a fresh stream's first message.
+    let newest = *seqs.last().unwrap();
+    let (u2, p2) = pair(&base).await;
+    let mut probe = Sse::open(&stream, &u2, &p2).await.unwrap();
+    let now = probe.next(Duration::from_secs(2)).await.unwrap().id.unwrap();
+    // Behind by what the capped socket buffers hold (≈ 200 KB, 8 s at 25 KB/s), not by
+    // everything generated since it connected: under 10 s old at 10 messages a second.
+    let behind = now.saturating_sub(newest);
+    assert!(behind <= 100, "the slow reader's newest message is {behind} messages ({} s) old", behind / 10);
+}

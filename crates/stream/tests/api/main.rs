@@ -1,0 +1,7 @@
+//! stream against real Redis, an in-process base and real Cassandra, with short lock TTLs.
+//! Start the servers first: `scripts/services.sh up`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod admission;
+mod helpers;
+mod lifecycle;

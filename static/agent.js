@@ -1,0 +1,139 @@
+// The test agent: streams /stream/{user}/{profile} with fetch (not EventSource, which cannot
+// read why a request was refused), shows live counters, and says plainly why it is not
+// streaming. Reconnects after a shutdown, a lost lock or a dropped connection.
+"use strict";
+
+const [, , user, profile] = location.pathname.split("/");
+const streamUrl = `../../stream/${user}/${profile}`;
+const $ = (id) => document.getElementById(id);
+$("user").textContent = user;
+$("profile").textContent = profile;
+
+const totals = { messages: 0, bytes: 0, gaps: 0 };
+let lastSeq = null;
+let window_ = { messages: 0, bytes: 0 };
+
+function status(text, kind) {
+  const el = $("status");
+  el.textContent = text;
+  el.className = kind || "";
+}
+
+function countdown(seconds, text, then) {
+  let left = Math.max(1, Math.ceil(seconds));
+  const tick = () => {
+    if (left <= 0) return then();
+    status(`${text} Retrying in ${left} s.`, "wait");
+    left -= 1;
+    setTimeout(tick, 1000);
+  };
+  tick();
+}
+
+function showMessage(event) {
+  const msg = JSON.parse(event.data);
+  if (lastSeq !== null && msg.seq > lastSeq + 1) totals.gaps += msg.seq - lastSeq - 1;
+  lastSeq = msg.seq;
+  totals.messages += 1;
+  totals.bytes += event.data.length;
+  window_.messages += 1;
+  window_.bytes += event.data.length;
+  $("host").textContent = msg.host;
+  const row = document.createElement("tr");
+  for (const text of [msg.seq, msg.host, msg.timestamp, msg.message.slice(0, 40) + "…"]) {
+    const cell = document.createElement("td");
+    cell.textContent = text;
+    row.appendChild(cell);
+  }
+  const body = $("messages");
+  body.insertBefore(row, body.firstChild);
+  while (body.children.length > 15) body.removeChild(body.lastChild);
+}
+
+setInterval(() => {
+  $("rate").textContent = window_.messages;
+  $("kbits").textContent = Math.round((window_.bytes * 8) / 1000).toLocaleString();
+  $("count").textContent = totals.messages.toLocaleString();
+  $("gaps").textContent = totals.gaps.toLocaleString();
+  window_ = { messages: 0, bytes: 0 };
+}, 1000);
+
+// Splits an SSE byte stream into events ({event, data, id}).
+async function* events(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const event = { event: "message", data: "", id: null };
+      for (const line of block.split("\n")) {
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const val = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "data") event.data += val;
+        else if (field === "event") event.event = val;
+        else if (field === "id") event.id = val;
+      }
+      if (event.data) yield event;
+    }
+  }
+}
+
+async function refused(response) {
+  const body = await response.json().catch(() => ({}));
+  const why = body.message || response.statusText;
+  const retryAfter = Number(response.headers.get("Retry-After")) || 5;
+  switch (response.status) {
+    case 409:
+      return countdown(retryAfter, `Locked: this user and profile are streaming somewhere else (${why}).`, connect);
+    case 403:
+      return status(`Not bound: ${why}. Nothing to stream for this pair.`, "bad");
+    case 404:
+      return status(`Unknown profile: ${why}.`, "bad");
+    case 400:
+      return status(`Invalid address: ${why}.`, "bad");
+    default:
+      return countdown(retryAfter, `Unavailable (${response.status}): ${why}.`, connect);
+  }
+}
+
+async function connect() {
+  status("Connecting…");
+  let response;
+  try {
+    response = await fetch(streamUrl, { headers: { Accept: "text/event-stream" }, cache: "no-store" });
+  } catch (e) {
+    return countdown(3, `Cannot reach the service (${e.message}).`, connect);
+  }
+  if (!response.ok) return refused(response);
+  status("Streaming.", "ok");
+  lastSeq = null;
+  try {
+    for await (const event of events(response)) {
+      const data = event.event === "message" ? null : JSON.parse(event.data || "{}");
+      switch (event.event) {
+        case "message":
+          showMessage(event);
+          break;
+        case "lock-lost":
+          return countdown(5, `Lock lost: ${data.reason}.`, connect);
+        case "unbound":
+          return status(`Not bound any more: ${data.reason}.`, "bad");
+        case "shutdown":
+          status("This instance is shutting down; reconnecting to another…", "wait");
+          return setTimeout(connect, data.reconnect_after_ms || 500);
+      }
+    }
+  } catch (e) {
+    return countdown(3, `Connection broken (${e.message}).`, connect);
+  }
+  countdown(3, "The stream ended.", connect);
+}
+
+connect();

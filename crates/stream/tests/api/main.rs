@@ -5,3 +5,4 @@
 mod admission;
 mod helpers;
 mod lifecycle;
+mod processes;

@@ -19,6 +19,8 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::response::PagingState;
 use uuid::Uuid;
 
+mod streaming;
+
 #[derive(Debug, Parser)]
 #[command(name = "kubescaler-bench", about = "Load and measurement for kubescaler's benchmark scripts")]
 struct Cli {
@@ -60,6 +62,53 @@ enum Command {
         profiles: usize,
         #[arg(long, default_value_t = 10)]
         launched: usize,
+    },
+    /// Insert profiles holding one new user each; print `user profile` lines.
+    SeedPairs {
+        #[command(flatten)]
+        cql: CqlArgs,
+        #[arg(long)]
+        count: usize,
+    },
+    /// Open many stream clients (or raw TCP clients with `--raw`) and report what they got.
+    SseLoad {
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        /// File of `user profile` lines (from seed-pairs); not needed with --raw.
+        #[arg(long)]
+        pairs: Option<std::path::PathBuf>,
+        #[arg(long)]
+        raw: bool,
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        #[arg(long, value_parser = duration, default_value = "5s")]
+        warmup: Duration,
+        #[arg(long, value_parser = duration, default_value = "20s")]
+        duration: Duration,
+        /// Bytes per second each client reads at most (slow readers).
+        #[arg(long)]
+        read_rate: Option<u64>,
+        /// Client socket receive buffer, bytes.
+        #[arg(long)]
+        recv_buffer: Option<u32>,
+        #[arg(long, default_value_t = 64)]
+        connect_concurrency: usize,
+    },
+    /// Baseline for fan-out: shared frames broadcast to plain TCP clients, as fast as possible.
+    RawFanoutServer {
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value_t = 25_000)]
+        message_bytes: usize,
+    },
+    /// Acquire + release cycles through stream's lock code.
+    LockChurn {
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+        #[arg(long, value_parser = duration, default_value = "10s")]
+        duration: Duration,
     },
     /// Measure HTTP GETs of one URL.
     HttpGet {
@@ -113,6 +162,51 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::SeedLogin { base_url, redis_url, profiles, launched } => {
             seed_login(&base_url, &redis_url, profiles, launched).await
+        }
+        Command::SeedPairs { cql, count } => {
+            streaming::seed_pairs(&connect(&cql).await?, &cql.keyspace, count).await
+        }
+        Command::SseLoad {
+            addr,
+            pairs,
+            raw,
+            clients,
+            warmup,
+            duration,
+            read_rate,
+            recv_buffer,
+            connect_concurrency,
+        } => {
+            let pairs = match (raw, pairs) {
+                (true, _) => None,
+                (false, Some(path)) => Some(
+                    std::fs::read_to_string(&path)?
+                        .lines()
+                        .filter_map(|l| l.split_once(' ').map(|(u, p)| (u.to_owned(), p.to_owned())))
+                        .collect(),
+                ),
+                (false, None) => bail!("--pairs is needed unless --raw"),
+            };
+            let report = streaming::sse_load(streaming::SseLoad {
+                addr,
+                pairs,
+                clients,
+                warmup,
+                duration,
+                read_rate,
+                recv_buffer,
+                connect_concurrency,
+            })
+            .await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::RawFanoutServer { port, message_bytes } => {
+            streaming::raw_fanout_server(port, message_bytes).await
+        }
+        Command::LockChurn { redis, concurrency, duration } => {
+            println!("{}", streaming::lock_churn(&redis, concurrency, duration).await?);
+            Ok(())
         }
         Command::HttpGet { url, load } => {
             let client = reqwest::Client::builder().pool_max_idle_per_host(load.concurrency).build()?;

@@ -294,8 +294,10 @@ impl Server {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
+            // Linux doubles what it is given (for its own bookkeeping); half is asked for so
+            // that the buffer is the configured size.
             if let Some(bytes) = self.send_buffer
-                && let Err(e) = socket2::SockRef::from(&tcp).set_send_buffer_size(bytes)
+                && let Err(e) = socket2::SockRef::from(&tcp).set_send_buffer_size(bytes / 2)
             {
                 tracing::warn!(error = %e, bytes, "cannot cap the socket send buffer");
             }

@@ -181,6 +181,7 @@ pub fn app(
         shutdown.clone(),
     );
     let settings = Settings {
+        stream_interval: config.stream_interval,
         lock_ttl: config.lock_ttl,
         lock_refresh: config.lock_refresh,
         release_on_disconnect: config.release_on_disconnect,

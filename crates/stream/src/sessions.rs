@@ -95,6 +95,7 @@ struct Held {
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub stream_interval: Duration,
     pub lock_ttl: Duration,
     pub lock_refresh: Duration,
     pub release_on_disconnect: bool,
@@ -177,6 +178,7 @@ impl Sessions {
         if self.shutdown.is_cancelled() {
             return Err(Refusal::ShuttingDown);
         }
+        let started = Instant::now();
         match self.base.binding(profile, user).await? {
             Binding::Bound => {}
             Binding::NotBound => return Err(Refusal::NotBound(user, profile)),
@@ -187,6 +189,7 @@ impl Sessions {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refusal::Full(self.settings.max_connections))?;
+        let bound = started.elapsed();
         let lease = match self.locks.acquire(user, profile, self.settings.lock_ttl).await {
             Ok(lease) => {
                 self.metrics.acquisitions.with_label_values(&["acquired"]).inc();
@@ -205,7 +208,7 @@ impl Sessions {
         let (end_tx, end_rx) = oneshot::channel();
         self.held().insert(id, Held { lease: lease.clone(), end: end_tx });
         self.metrics.active.inc();
-        tracing::info!(%user, %profile, stream = id, "stream opened");
+        tracing::info!(%user, %profile, stream = id, binding = ?bound, lock = ?(started.elapsed() - bound), "stream opened");
         let guard = StreamGuard { id, lease, sessions: self.clone(), _permit: permit };
         Ok(OpenStream { guard, end: end_rx })
     }
@@ -297,6 +300,8 @@ pub struct OpenStream {
 struct BodyState {
     guard: Option<StreamGuard>,
     end: oneshot::Receiver<End>,
+    /// Made once per stream: registering a new waiter per frame costs more than the frame.
+    shutdown: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     feed: watch::Receiver<Option<Frame>>,
     last_seq: Option<u64>,
     started: bool,
@@ -311,8 +316,17 @@ impl OpenStream {
         let mut feed = sessions.feed.clone();
         // The current frame goes out at once; later ones as they come.
         feed.mark_changed();
-        let state =
-            BodyState { guard: Some(self.guard), end: self.end, feed, last_seq: None, started: false };
+        let state = BodyState {
+            guard: Some(self.guard),
+            end: self.end,
+            shutdown: Box::pin(sessions.shutdown.clone().cancelled_owned()),
+            feed,
+            last_seq: None,
+            started: false,
+        };
+        // Messages keep the connection busy when they come often; a heartbeat (and the timer
+        // it costs per frame) is only needed when they do not.
+        let heartbeat = sessions.settings.stream_interval >= HEARTBEAT;
         futures::stream::unfold(state, move |mut state| {
             let sessions = sessions.clone();
             async move {
@@ -338,7 +352,7 @@ impl OpenStream {
                             state.guard = None;
                             return Some((Ok(frame), state));
                         }
-                        () = sessions.shutdown.cancelled() => {
+                        () = &mut state.shutdown => {
                             let frame = feed::control(
                                 "shutdown",
                                 &json!({ "reason": "this instance is shutting down; reconnect", "reconnect_after_ms": RECONNECT_AFTER.as_millis() as u64 }),
@@ -346,11 +360,12 @@ impl OpenStream {
                             state.guard = None;
                             return Some((Ok(frame), state));
                         }
-                        changed = tokio::time::timeout(HEARTBEAT, state.feed.changed()) => {
-                            match changed {
-                                Err(_) => return Some((Ok(Bytes::from_static(b": heartbeat\n\n")), state)),
-                                Ok(Err(_)) => return None,
-                                Ok(Ok(())) => {}
+                        () = tokio::time::sleep(HEARTBEAT), if heartbeat => {
+                            return Some((Ok(Bytes::from_static(b": heartbeat\n\n")), state));
+                        }
+                        changed = state.feed.changed() => {
+                            if changed.is_err() {
+                                return None;
                             }
                             let Some(frame) = state.feed.borrow_and_update().clone() else { continue };
                             if let Some(last) = state.last_seq {

@@ -91,7 +91,8 @@ async function refused(response) {
   const retryAfter = Number(response.headers.get("Retry-After")) || 5;
   switch (response.status) {
     case 409:
-      return countdown(retryAfter, `Locked: this user and profile are streaming somewhere else (${why}).`, connect);
+      // The lock outlives a closed tab by up to its TTL; Retry-After says when it expires.
+      return countdown(retryAfter, "Locked: this user and profile are streaming somewhere else.", connect);
     case 403:
       return status(`Not bound: ${why}. Nothing to stream for this pair.`, "bad");
     case 404:

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::launched::{LaunchedReader, RedisLaunched};
 use crate::routes::AppState;
 use crate::testdata::TestData;
-use kubescaler_shared::base_client::{BaseClient, BaseClientConfig};
+use kubescaler_shared::base_client::{BaseClient, BaseClientConfig, BaseProbe};
 
 /// Port main listens on when `PORT` is not set.
 pub const DEFAULT_PORT: u16 = 8082;
@@ -52,18 +52,6 @@ pub struct Config {
 
     #[command(flatten)]
     pub common: CommonArgs,
-}
-
-struct BaseProbe(BaseClient);
-
-#[async_trait]
-impl Probe for BaseProbe {
-    fn name(&self) -> &'static str {
-        "base"
-    }
-    async fn check(&self) -> Result<(), String> {
-        self.0.ready().await.map_err(|e| e.to_string())
-    }
 }
 
 struct LaunchedProbe(Arc<dyn LaunchedReader>);

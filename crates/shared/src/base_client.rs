@@ -262,3 +262,18 @@ async fn check(response: reqwest::Response) -> Result<bytes::Bytes, BaseError> {
         },
     })
 }
+
+/// base's own readiness as a dependency of the service that calls it.
+#[derive(Debug, Clone)]
+pub struct BaseProbe(pub BaseClient);
+
+#[async_trait::async_trait]
+impl crate::http::Probe for BaseProbe {
+    fn name(&self) -> &'static str {
+        "base"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.ready().await.map_err(|e| e.to_string())
+    }
+}

@@ -24,7 +24,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
-use kubescaler_shared::base_client::{BaseClient, BaseClientConfig};
+use kubescaler_shared::base_client::{BaseClient, BaseClientConfig, BaseProbe};
 use kubescaler_shared::config::{CommonArgs, RedisArgs, duration};
 use kubescaler_shared::error::ApiPath;
 use kubescaler_shared::http::{HttpMetrics, Probe, Readiness, Service, service_router};
@@ -112,18 +112,6 @@ impl Probe for LocksProbe {
     }
     async fn check(&self) -> Result<(), String> {
         self.0.ping().await
-    }
-}
-
-struct BaseProbe(BaseClient);
-
-#[async_trait]
-impl Probe for BaseProbe {
-    fn name(&self) -> &'static str {
-        "base"
-    }
-    async fn check(&self) -> Result<(), String> {
-        self.0.ready().await.map_err(|e| e.to_string())
     }
 }
 

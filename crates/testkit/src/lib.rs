@@ -7,6 +7,7 @@
 //! - [`Forwarder`]: a TCP hop in front of a real server that can refuse, forward, and cut
 //!   every connection — an outage and a recovery without touching the server.
 //! - [`Http`]: a small JSON client with one method per verb.
+//! - [`Running`]: a service started in-process on port 0, stopped when dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
 
 use std::collections::HashMap;
@@ -14,10 +15,13 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use kubescaler_shared::config::{CommonArgs, LogFormat};
+use kubescaler_shared::http::Service;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 fn env_or(name: &str, default: &str) -> String {
@@ -283,4 +287,44 @@ impl Http {
 pub fn error_code(body: &Value) -> &str {
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "error without message: {body}");
     body["error"].as_str().unwrap_or_else(|| panic!("error without code: {body}"))
+}
+
+/// Flags shared by every service, as tests want them: loopback, quiet, a short grace.
+pub fn common_args() -> CommonArgs {
+    CommonArgs {
+        listen_address: "127.0.0.1".parse().unwrap(),
+        log_format: LogFormat::Pretty,
+        shutdown_grace: Duration::from_secs(5),
+    }
+}
+
+/// A service running in-process; dropping it shuts it down.
+pub struct Running {
+    pub http: Http,
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Runs a service built with `shutdown` as its token.
+    pub fn start(service: Service, shutdown: CancellationToken) -> Self {
+        kubescaler_shared::telemetry::init_for_tests();
+        let addr = SocketAddr::from(([127, 0, 0, 1], service.port()));
+        let task = tokio::spawn(service.run_until_stopped());
+        Self { http: Http::new(addr), addr, shutdown, task: Some(task) }
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Http;
+    fn deref(&self) -> &Http {
+        &self.http
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }

@@ -2,66 +2,31 @@
 //! Redis — the shared one from `scripts/services.sh up`, or a dedicated one for tests that
 //! count its commands or stop it.
 
-use std::net::SocketAddr;
-use std::ops::Deref;
 use std::time::Duration;
 
 use kubescaler_base::cassandra::CassandraConfig;
 use kubescaler_shared::base_client::BaseClientConfig;
-use kubescaler_shared::config::{CommonArgs, LogFormat, RedisArgs};
-pub use kubescaler_testkit::{Forwarder, Http, RedisServer, error_code, require_cassandra, require_redis};
+use kubescaler_shared::config::RedisArgs;
+pub use kubescaler_testkit::{
+    Forwarder, Http, RedisServer, Running, common_args, error_code, require_cassandra, require_redis,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Keyspace for tests that only touch their own random ids.
 pub const SHARED_KEYSPACE: &str = "kubescaler_test_main";
 
-fn common() -> CommonArgs {
-    CommonArgs {
-        listen_address: "127.0.0.1".parse().unwrap(),
-        log_format: LogFormat::Pretty,
-        shutdown_grace: Duration::from_secs(5),
-    }
-}
-
-/// A service running in-process.
-pub struct Running {
-    pub http: Http,
-    pub addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
-impl Deref for Running {
-    type Target = Http;
-    fn deref(&self) -> &Http {
-        &self.http
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        self.task.abort();
-    }
-}
-
 /// base on `keyspace`, ready.
 pub async fn spawn_base(keyspace: &str) -> Running {
-    kubescaler_shared::telemetry::init_for_tests();
     let nodes = require_cassandra().await;
     let config = kubescaler_base::Config {
         port: 0,
         cassandra: CassandraConfig::new(nodes, keyspace).unwrap(),
-        common: common(),
+        common: common_args(),
     };
     let shutdown = CancellationToken::new();
-    let app = kubescaler_base::build(config, shutdown.clone()).await.unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
-    let task = tokio::spawn(app.run_until_stopped());
-    let running = Running { http: Http::new(addr), addr, shutdown, task };
+    let running = Running::start(kubescaler_base::build(config, shutdown.clone()).await.unwrap(), shutdown);
     running.wait_ready(Duration::from_secs(60)).await;
     running
 }
@@ -73,18 +38,14 @@ pub fn main_config(base_url: &str, redis_urls: Vec<String>) -> kubescaler_main::
         redis: RedisArgs { urls: redis_urls, timeout: Duration::from_millis(500) },
         admin_token: None,
         testdata_concurrency: 32,
-        common: common(),
+        common: common_args(),
     }
 }
 
 /// main with `config`, not waiting for readiness.
 pub async fn spawn_main(config: kubescaler_main::Config) -> Running {
-    kubescaler_shared::telemetry::init_for_tests();
     let shutdown = CancellationToken::new();
-    let app = kubescaler_main::build(config, shutdown.clone()).await.unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
-    let task = tokio::spawn(app.run_until_stopped());
-    Running { http: Http::new(addr), addr, shutdown, task }
+    Running::start(kubescaler_main::build(config, shutdown.clone()).await.unwrap(), shutdown)
 }
 
 /// base on `keyspace` and main in front of it on the shared Redis, both ready.

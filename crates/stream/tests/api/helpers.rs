@@ -2,64 +2,32 @@
 //! for signals), and an SSE client that reads events as a browser would.
 
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::time::Duration;
 
 use futures::StreamExt;
 use kubescaler_base::cassandra::CassandraConfig;
 use kubescaler_shared::base_client::BaseClientConfig;
-use kubescaler_shared::config::{CommonArgs, LogFormat, RedisArgs};
-pub use kubescaler_testkit::{Http, RedisServer, error_code, require_cassandra, require_redis};
+use kubescaler_shared::config::RedisArgs;
+pub use kubescaler_testkit::{
+    Http, RedisServer, Running, common_args, error_code, require_cassandra, require_redis,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const KEYSPACE: &str = "kubescaler_test_stream";
 pub const TTL: Duration = Duration::from_secs(3);
 pub const REFRESH: Duration = Duration::from_millis(500);
 
-fn common() -> CommonArgs {
-    CommonArgs {
-        listen_address: "127.0.0.1".parse().unwrap(),
-        log_format: LogFormat::Pretty,
-        shutdown_grace: Duration::from_secs(5),
-    }
-}
-
-pub struct Running {
-    pub http: Http,
-    pub addr: SocketAddr,
-    pub shutdown: CancellationToken,
-    pub task: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-impl Deref for Running {
-    type Target = Http;
-    fn deref(&self) -> &Http {
-        &self.http
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
 pub async fn spawn_base() -> Running {
-    kubescaler_shared::telemetry::init_for_tests();
     let nodes = require_cassandra().await;
     let config = kubescaler_base::Config {
         port: 0,
         cassandra: CassandraConfig::new(nodes, KEYSPACE).unwrap(),
-        common: common(),
+        common: common_args(),
     };
     let shutdown = CancellationToken::new();
-    let service = kubescaler_base::build(config, shutdown.clone()).await.unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], service.port()));
-    let task = tokio::spawn(service.run_until_stopped());
-    let running = Running { http: Http::new(addr), addr, shutdown, task: Some(task) };
+    let running = Running::start(kubescaler_base::build(config, shutdown.clone()).await.unwrap(), shutdown);
     running.wait_ready(Duration::from_secs(60)).await;
     running
 }
@@ -77,17 +45,13 @@ pub fn stream_config(base: &Running, redis_urls: Vec<String>) -> kubescaler_stre
         stream_sndbuf: 65_536,
         max_connections: 1_000,
         hostname: "stream-test".into(),
-        common: common(),
+        common: common_args(),
     }
 }
 
 pub async fn spawn_stream(config: kubescaler_stream::Config) -> Running {
-    kubescaler_shared::telemetry::init_for_tests();
     let shutdown = CancellationToken::new();
-    let service = kubescaler_stream::build(config, shutdown.clone()).await.unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], service.port()));
-    let task = tokio::spawn(service.run_until_stopped());
-    let running = Running { http: Http::new(addr), addr, shutdown, task: Some(task) };
+    let running = Running::start(kubescaler_stream::build(config, shutdown.clone()).await.unwrap(), shutdown);
     running.wait_ready(Duration::from_secs(30)).await;
     running
 }

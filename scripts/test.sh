@@ -4,7 +4,8 @@
 #
 #   scripts/test.sh
 #
-# Phases: toolchain, services (Redis, Cassandra), fmt, clippy, tests. Each prints its time.
+# Phases: toolchain, services (Redis, Cassandra), fmt, manifests, clippy, tests. Each prints
+# its time.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -44,6 +45,10 @@ done_phase services
 phase fmt
 cargo fmt --all --check
 done_phase fmt
+
+phase manifests
+scripts/check-manifests.sh
+done_phase manifests
 
 phase clippy
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -4,8 +4,8 @@
 #
 #   scripts/test.sh
 #
-# Phases: toolchain, services (Redis, Cassandra), fmt, manifests, clippy, tests. Each prints
-# its time.
+# Phases: toolchain, services (Redis, Cassandra), fmt, manifests, clippy, tests, scaling chain
+# (nginx + Prometheus + two stream instances). Each prints its time.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -66,3 +66,7 @@ summary=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^pass
 rm -f "$log"
 [ "$rc" = 0 ] || exit "$rc"
 done_phase tests
+
+phase "scaling chain"
+scripts/scaling-chain.sh
+done_phase "scaling chain"

@@ -11,6 +11,7 @@
 //! [`Store`]: store::Store
 
 pub mod cassandra;
+pub mod embedded;
 pub mod routes;
 pub mod store;
 

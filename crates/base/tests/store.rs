@@ -1,11 +1,13 @@
 //! The conformance suite every [`Store`] implementation must pass: what the API relies on,
-//! stated once, run against each backend. Cassandra runs for real (`scripts/services.sh up`).
+//! stated once, run against each backend: Cassandra for real (`scripts/services.sh up`) and
+//! the embedded redb store.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kubescaler_base::cassandra::{CassandraConfig, CassandraStore};
+use kubescaler_base::embedded::EmbeddedStore;
 use kubescaler_base::store::{Store, StoreError};
 use kubescaler_shared::model::{Profile, ProfileUsers, User, UserName};
 use kubescaler_shared::{ProfileId, UserId};
@@ -165,6 +167,36 @@ async fn fresh_cassandra(test: &str) -> Arc<dyn Store> {
 }
 
 conformance!(cassandra, fresh_cassandra);
+
+fn embedded_dir(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kubescaler-store-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// An embedded store in a directory of the test's own.
+async fn fresh_embedded(test: &str) -> Arc<dyn Store> {
+    Arc::new(EmbeddedStore::open(&embedded_dir(test)).unwrap())
+}
+
+conformance!(embedded, fresh_embedded);
+
+#[tokio::test]
+async fn embedded_data_survives_reopening() {
+    let dir = embedded_dir("reopen");
+    let (a, b) = (user("Kept"), user("Also kept"));
+    let p = profile(&[&a, &b]);
+    {
+        let store = EmbeddedStore::open(&dir).unwrap();
+        store.create_user(&a).await.unwrap();
+        store.create_user(&b).await.unwrap();
+        store.create_profile(&p).await.unwrap();
+    }
+    let store = EmbeddedStore::open(&dir).unwrap();
+    assert_eq!(store.get_user(a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.profiles_of_user(b.id).await.unwrap(), vec![p]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
 
 #[tokio::test]
 async fn cassandra_down_is_unavailable_not_empty() {

@@ -228,3 +228,88 @@ impl PairLocks for RedisLocks {
         .await;
     }
 }
+
+/// The in-process registry, for the all-in-one process: one process needs no Redlock, but the
+/// same semantics — one holder per pair, a random token per acquisition, expiry `ttl` after
+/// the last extension, conflicts that say when the holder's lock expires, release only by the
+/// holder. The launched marker is the held, unexpired lock itself.
+#[derive(Debug, Default)]
+pub struct InProcessLocks {
+    pairs: std::sync::Mutex<InProcessPairs>,
+}
+
+#[derive(Debug, Default)]
+struct InProcessPairs {
+    held: std::collections::HashMap<(UserId, ProfileId), (u128, tokio::time::Instant)>,
+    /// Expired entries are swept when the map grows past this, so it stays bounded.
+    sweep_at: usize,
+}
+
+impl InProcessLocks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn pairs(&self) -> std::sync::MutexGuard<'_, InProcessPairs> {
+        // Every change is a single insert or remove: a poisoned map is still consistent.
+        self.pairs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the pair's lock is held now (what main calls "launched").
+    pub fn is_launched(&self, user: UserId, profile: ProfileId) -> bool {
+        let now = tokio::time::Instant::now();
+        self.pairs().held.get(&(user, profile)).is_some_and(|(_, expires)| *expires > now)
+    }
+}
+
+fn token_of(lease: &Lease) -> u128 {
+    lease.token.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b))
+}
+
+#[async_trait]
+impl PairLocks for InProcessLocks {
+    fn backend(&self) -> &'static str {
+        "in-process"
+    }
+
+    async fn ping(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn acquire(&self, user: UserId, profile: ProfileId, ttl: Duration) -> Result<Lease, AcquireError> {
+        let now = tokio::time::Instant::now();
+        let mut pairs = self.pairs();
+        if pairs.held.len() >= pairs.sweep_at.max(1024) {
+            pairs.held.retain(|_, (_, expires)| *expires > now);
+            pairs.sweep_at = pairs.held.len() * 2;
+        }
+        if let Some((_, expires)) = pairs.held.get(&(user, profile))
+            && *expires > now
+        {
+            return Err(AcquireError::Conflict { retry_after: *expires - now });
+        }
+        let token: u128 = rand::random();
+        pairs.held.insert((user, profile), (token, now + ttl));
+        Ok(Lease { user, profile, token: token.to_be_bytes().to_vec() })
+    }
+
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<(), String> {
+        let now = tokio::time::Instant::now();
+        let mut pairs = self.pairs();
+        match pairs.held.get_mut(&(lease.user, lease.profile)) {
+            Some((token, expires)) if *token == token_of(lease) && *expires > now => {
+                *expires = now + ttl;
+                Ok(())
+            }
+            _ => Err("lock not extended: expired or taken by another stream".into()),
+        }
+    }
+
+    async fn release(&self, lease: &Lease) {
+        let mut pairs = self.pairs();
+        let key = (lease.user, lease.profile);
+        if pairs.held.get(&key).is_some_and(|(token, _)| *token == token_of(lease)) {
+            pairs.held.remove(&key);
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The conformance suite of the lock and launched registry: the Redis (Redlock) backend and
+//! the in-process one must behave the same. Redis runs for real (`scripts/services.sh up`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubescaler_shared::config::RedisArgs;
+use kubescaler_shared::{ProfileId, UserId};
+use kubescaler_stream::locks::{AcquireError, InProcessLocks, PairLocks, RedisLocks};
+
+fn pair() -> (UserId, ProfileId) {
+    (UserId::new_random(), ProfileId::new_random())
+}
+
+const TTL: Duration = Duration::from_millis(600);
+
+mod suite {
+    use super::*;
+
+    pub async fn one_holder_per_pair(locks: &dyn PairLocks) {
+        locks.ping().await.unwrap();
+        let (u, p) = pair();
+        let lease = locks.acquire(u, p, Duration::from_secs(30)).await.unwrap();
+        match locks.acquire(u, p, Duration::from_secs(30)).await {
+            Err(AcquireError::Conflict { retry_after }) => {
+                assert!(
+                    retry_after <= Duration::from_secs(30) && retry_after > Duration::from_secs(25),
+                    "{retry_after:?}"
+                )
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        let (u2, p2) = pair();
+        locks.acquire(u2, p2, Duration::from_secs(30)).await.expect("other pairs are independent");
+        locks.release(&lease).await;
+        locks.acquire(u, p, Duration::from_secs(30)).await.expect("free once released");
+    }
+
+    pub async fn expiry_and_extension(locks: &dyn PairLocks) {
+        let (u, p) = pair();
+        let lease = locks.acquire(u, p, TTL).await.unwrap();
+        for _ in 0..3 {
+            tokio::time::sleep(TTL / 2).await;
+            locks.extend(&lease, TTL).await.expect("extended while held");
+        }
+        assert!(matches!(locks.acquire(u, p, TTL).await, Err(AcquireError::Conflict { .. })), "still held");
+        tokio::time::sleep(TTL + Duration::from_millis(200)).await;
+        let newer = locks.acquire(u, p, TTL).await.expect("free after the TTL");
+        assert!(locks.extend(&lease, TTL).await.is_err(), "the old holder lost it");
+        locks.release(&lease).await;
+        assert!(
+            matches!(locks.acquire(u, p, TTL).await, Err(AcquireError::Conflict { .. })),
+            "an old lease cannot release the new holder's lock"
+        );
+        locks.release(&newer).await;
+    }
+}
+
+macro_rules! conformance {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn one_holder_per_pair() {
+                let locks: Arc<dyn PairLocks> = $make.await;
+                suite::one_holder_per_pair(&*locks).await;
+            }
+
+            #[tokio::test]
+            async fn expiry_and_extension() {
+                let locks: Arc<dyn PairLocks> = $make.await;
+                suite::expiry_and_extension(&*locks).await;
+            }
+        }
+    };
+}
+
+async fn redis() -> Arc<dyn PairLocks> {
+    let url = kubescaler_testkit::require_redis().await;
+    Arc::new(RedisLocks::new(&RedisArgs { urls: vec![url], timeout: Duration::from_secs(1) }).unwrap())
+}
+
+async fn in_process() -> Arc<dyn PairLocks> {
+    Arc::new(InProcessLocks::new())
+}
+
+conformance!(redis_backend, redis());
+conformance!(in_process_backend, in_process());
+
+#[tokio::test]
+async fn in_process_launched_follows_the_lock() {
+    let locks = InProcessLocks::new();
+    let (u, p) = pair();
+    assert!(!locks.is_launched(u, p));
+    let lease = locks.acquire(u, p, TTL).await.unwrap();
+    assert!(locks.is_launched(u, p));
+    locks.release(&lease).await;
+    assert!(!locks.is_launched(u, p));
+    locks.acquire(u, p, Duration::from_millis(100)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!locks.is_launched(u, p), "expired");
+}

@@ -58,7 +58,7 @@ done
 [ -z "$busy" ] || echo "note: something already listens on$busy; this run does not prove the all-in-one needs no server"
 tests_log=$(mktemp)
 set +e
-cargo test --locked -p kubescaler 2>&1 | tee "$tests_log"
+cargo test --locked -p kubescaler -p kubescaler-loadgen 2>&1 | tee "$tests_log"
 rc=${PIPESTATUS[0]}
 set -e
 [ "$rc" = 0 ] || exit "$rc"
@@ -76,7 +76,7 @@ done_phase services
 
 phase tests
 set +e
-cargo test --workspace --exclude kubescaler --locked 2>&1 | tee -a "$tests_log"
+cargo test --workspace --exclude kubescaler --exclude kubescaler-loadgen --locked 2>&1 | tee -a "$tests_log"
 rc=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole workspace (cargo prints one per test binary).

@@ -145,10 +145,13 @@ async fn main() -> anyhow::Result<()> {
         );
         let conflicts = get(&counters.conflicts);
         if conflicts > 0 {
+            let why = if args.streams > pairs.len() {
+                format!("{} streams were asked of {} pairs", args.streams, pairs.len())
+            } else {
+                "those pairs were already streaming (another client, or a stream closed less than LOCK_TTL ago)".to_owned()
+            };
             println!(
-                "{conflicts} streams were refused with 409: a pair streams once at a time, and {} streams were asked of {} pairs — that is the lock working",
-                args.streams,
-                pairs.len()
+                "{conflicts} streams were refused with 409: a pair streams once at a time, and {why} — that is the lock working"
             );
         }
         println!(

@@ -6,12 +6,10 @@
 //! launched when any instance that answered holds its marker. A quorum (N/2+1) of instances
 //! must answer: the write reached a quorum, so a quorum of readers sees it.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use kubescaler_shared::config::RedisArgs;
+use kubescaler_shared::redis_quorum::RedisInstances;
 use kubescaler_shared::{ApiError, ProfileId, UserId, keys};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{backend} unavailable: {message}")]
@@ -36,86 +34,21 @@ pub trait LaunchedReader: Send + Sync + 'static {
 }
 
 /// The Redis-backed reader over `REDIS_URLS`.
+#[derive(Debug)]
 pub struct RedisLaunched {
-    instances: Vec<(String, ConnectionManager)>,
-    quorum: usize,
-}
-
-impl std::fmt::Debug for RedisLaunched {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let urls: Vec<_> = self.instances.iter().map(|(url, _)| url.as_str()).collect();
-        f.debug_struct("RedisLaunched").field("instances", &urls).field("quorum", &self.quorum).finish()
-    }
+    instances: RedisInstances,
 }
 
 impl RedisLaunched {
-    /// Connections are made lazily and remade after failures, so main starts (not ready)
-    /// while Redis is down and recovers by itself when it returns.
     pub fn new(config: &RedisArgs) -> Result<Self, redis::RedisError> {
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            // Fail the request fast; the next one reconnects.
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let instances = config
-            .urls
-            .iter()
-            .map(|url| {
-                let client = redis::Client::open(url.as_str())?;
-                let manager = ConnectionManager::new_lazy_with_config(client, manager_config.clone())?;
-                Ok((redact(url), manager))
-            })
-            .collect::<Result<_, redis::RedisError>>()?;
-        Ok(Self { instances, quorum: config.quorum() })
+        Ok(Self { instances: RedisInstances::new(config)? })
     }
 
-    /// Runs `command` on every instance at once; fails unless a quorum answers.
     async fn on_quorum<T: redis::FromRedisValue>(
         &self,
         command: &redis::Cmd,
     ) -> Result<Vec<T>, RegistryError> {
-        let replies = futures::future::join_all(self.instances.iter().map(|(url, manager)| {
-            let mut connection = manager.clone();
-            async move { (url, command.query_async::<T>(&mut connection).await) }
-        }))
-        .await;
-        let mut answers = Vec::with_capacity(replies.len());
-        let mut failures = Vec::new();
-        for (url, reply) in replies {
-            match reply {
-                Ok(value) => answers.push(value),
-                Err(e) => failures.push(format!("{url}: {e}")),
-            }
-        }
-        if answers.len() >= self.quorum {
-            if !failures.is_empty() {
-                tracing::warn!(?failures, "some Redis instances did not answer; quorum did");
-            }
-            Ok(answers)
-        } else {
-            Err(RegistryError {
-                backend: "redis",
-                message: format!(
-                    "{} of {} instances answered, {} needed: {}",
-                    answers.len(),
-                    self.instances.len(),
-                    self.quorum,
-                    failures.join("; ")
-                ),
-            })
-        }
-    }
-}
-
-/// A URL fit for logs and answers: without its password.
-fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
+        self.instances.on_quorum(command).await.map_err(|message| RegistryError { backend: "redis", message })
     }
 }
 
@@ -141,16 +74,5 @@ impl LaunchedReader for RedisLaunched {
         Ok((0..profiles.len())
             .map(|i| answers.iter().any(|values| values.get(i).is_some_and(Option::is_some)))
             .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_reach_logs() {
-        assert_eq!(redact("redis://:s3cret@redis:6379"), "redis://:***@redis:6379");
-        assert_eq!(redact("redis://redis:6379"), "redis://redis:6379");
     }
 }

@@ -10,6 +10,7 @@
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
 //! - [`keys`]: the Redis key schema, shared by stream (writer) and main (reader).
 //! - [`base_client`]: the typed HTTP client of base, used by main and stream.
+//! - [`redis_quorum`]: the `REDIS_URLS` instances and commands counted against their quorum.
 
 pub mod base_client;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod http;
 pub mod ids;
 pub mod keys;
 pub mod model;
+pub mod redis_quorum;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kubescaler_shared::config::RedisArgs;
+use kubescaler_shared::redis_quorum::RedisInstances;
 use kubescaler_shared::{ProfileId, UserId, keys};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 /// A held lock on a pair.
 #[derive(Debug, Clone)]
@@ -54,16 +54,13 @@ return 0
 
 pub struct RedisLocks {
     manager: rslock::LockManager,
-    instances: Vec<ConnectionManager>,
-    quorum: usize,
+    instances: RedisInstances,
+    release: redis::Script,
 }
 
 impl std::fmt::Debug for RedisLocks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisLocks")
-            .field("instances", &self.instances.len())
-            .field("quorum", &self.quorum)
-            .finish()
+        f.debug_struct("RedisLocks").field("instances", &self.instances).finish_non_exhaustive()
     }
 }
 
@@ -71,19 +68,10 @@ impl RedisLocks {
     pub fn new(config: &RedisArgs) -> Result<Self, redis::RedisError> {
         let clients =
             config.urls.iter().map(|url| redis::Client::open(url.as_str())).collect::<Result<Vec<_>, _>>()?;
-        let mut manager = rslock::LockManager::from_clients(clients.clone());
+        let mut manager = rslock::LockManager::from_clients(clients);
         // One attempt: a conflict is answered at once, never waited out on the request path.
         manager.set_retry(1, Duration::from_millis(1));
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let instances = clients
-            .into_iter()
-            .map(|client| ConnectionManager::new_lazy_with_config(client, manager_config.clone()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { manager, instances, quorum: config.quorum() })
+        Ok(Self { manager, instances: RedisInstances::new(config)?, release: redis::Script::new(RELEASE) })
     }
 
     fn lock(&self, lease: &Lease, validity: usize) -> rslock::Lock {
@@ -95,38 +83,14 @@ impl RedisLocks {
         }
     }
 
-    /// Runs `command` on every instance at once; the replies that came back, and the failures.
-    async fn on_all<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> (Vec<T>, Vec<String>) {
-        let replies = futures::future::join_all(self.instances.iter().map(|manager| {
-            let mut connection = manager.clone();
-            async move { command.query_async::<T>(&mut connection).await }
-        }))
-        .await;
-        let mut answers = Vec::new();
-        let mut failures = Vec::new();
-        for reply in replies {
-            match reply {
-                Ok(value) => answers.push(value),
-                Err(e) => failures.push(e.to_string()),
-            }
-        }
-        (answers, failures)
-    }
-
     async fn write_marker(&self, lease: &Lease, ttl: Duration) -> Result<(), String> {
         let mut set = redis::cmd("SET");
         set.arg(keys::launched(lease.user, lease.profile)).arg("1").arg("PX").arg(ttl.as_millis() as u64);
-        let (answers, failures) = self.on_all::<()>(&set).await;
-        if answers.len() >= self.quorum {
-            Ok(())
-        } else {
-            Err(format!(
-                "marker written on {} of {} instances: {}",
-                answers.len(),
-                self.instances.len(),
-                failures.join("; ")
-            ))
-        }
+        self.instances
+            .on_quorum::<()>(&set)
+            .await
+            .map(drop)
+            .map_err(|e| format!("launched marker not written: {e}"))
     }
 }
 
@@ -137,18 +101,7 @@ impl PairLocks for RedisLocks {
     }
 
     async fn ping(&self) -> Result<(), String> {
-        let (answers, failures) = self.on_all::<String>(&redis::cmd("PING")).await;
-        if answers.len() >= self.quorum {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} of {} instances answered, {} needed: {}",
-                answers.len(),
-                self.instances.len(),
-                self.quorum,
-                failures.join("; ")
-            ))
-        }
+        self.instances.on_quorum::<String>(&redis::cmd("PING")).await.map(drop)
     }
 
     async fn acquire(&self, user: UserId, profile: ProfileId, ttl: Duration) -> Result<Lease, AcquireError> {
@@ -170,16 +123,8 @@ impl PairLocks for RedisLocks {
                     // Refused: held elsewhere, or too few instances answered? Ask for the TTL.
                     let mut pttl = redis::cmd("PTTL");
                     pttl.arg(&resource);
-                    let (answers, failures) = self.on_all::<i64>(&pttl).await;
-                    if answers.len() < self.quorum {
-                        return Err(AcquireError::Unavailable(format!(
-                            "{} of {} instances answered, {} needed: {}",
-                            answers.len(),
-                            self.instances.len(),
-                            self.quorum,
-                            failures.join("; ")
-                        )));
-                    }
+                    let answers =
+                        self.instances.on_quorum::<i64>(&pttl).await.map_err(AcquireError::Unavailable)?;
                     // PTTL: -2 no key, -1 no expiry (not ours, but held), else milliseconds left.
                     let held: Vec<i64> = answers.into_iter().filter(|ttl| *ttl != -2).collect();
                     if !held.is_empty() {
@@ -215,10 +160,8 @@ impl PairLocks for RedisLocks {
     async fn release(&self, lease: &Lease) {
         // Lock and marker go together, and only while the lock is still ours: a marker
         // written by the replica that took the pair over must survive.
-        let script = redis::Script::new(RELEASE);
-        futures::future::join_all(self.instances.iter().map(|manager| {
-            let mut connection = manager.clone();
-            let mut invocation = script.prepare_invoke();
+        futures::future::join_all(self.instances.connections().map(|mut connection| {
+            let mut invocation = self.release.prepare_invoke();
             invocation
                 .key(keys::lock(lease.user, lease.profile))
                 .key(keys::launched(lease.user, lease.profile))

@@ -1,0 +1,111 @@
+//! The Redis instances of `REDIS_URLS`, each behind a lazy, reconnecting connection, and a
+//! command sent to all of them at once with its answers counted against the quorum (N/2+1).
+//! main reads launched markers this way and stream writes them; both must agree on what
+//! "enough instances answered" means, so it is defined once, here.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::RedisArgs;
+
+pub struct RedisInstances {
+    /// Each instance's URL without its password (for messages), and its connection.
+    instances: Vec<(String, ConnectionManager)>,
+    quorum: usize,
+}
+
+impl std::fmt::Debug for RedisInstances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<_> = self.instances.iter().map(|(url, _)| url.as_str()).collect();
+        f.debug_struct("RedisInstances").field("instances", &urls).field("quorum", &self.quorum).finish()
+    }
+}
+
+impl RedisInstances {
+    /// Connections are made lazily and remade after failures, so a service starts (not ready)
+    /// while Redis is down and recovers by itself when it returns.
+    pub fn new(config: &RedisArgs) -> Result<Self, redis::RedisError> {
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            // Fail the request fast; the next one reconnects.
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let instances = config
+            .urls
+            .iter()
+            .map(|url| {
+                let client = redis::Client::open(url.as_str())?;
+                let manager = ConnectionManager::new_lazy_with_config(client, manager_config.clone())?;
+                Ok((redact(url), manager))
+            })
+            .collect::<Result<_, redis::RedisError>>()?;
+        Ok(Self { instances, quorum: config.quorum() })
+    }
+
+    /// The instances' connections, for work that is not a plain command (scripts).
+    pub fn connections(&self) -> impl Iterator<Item = ConnectionManager> + '_ {
+        self.instances.iter().map(|(_, manager)| manager.clone())
+    }
+
+    /// Runs `command` on every instance at once: the answers of those that replied, and why
+    /// the others did not.
+    pub async fn on_all<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> (Vec<T>, Vec<String>) {
+        let replies = futures::future::join_all(self.instances.iter().map(|(url, manager)| {
+            let mut connection = manager.clone();
+            async move { (url, command.query_async::<T>(&mut connection).await) }
+        }))
+        .await;
+        let mut answers = Vec::with_capacity(replies.len());
+        let mut failures = Vec::new();
+        for (url, reply) in replies {
+            match reply {
+                Ok(value) => answers.push(value),
+                Err(e) => failures.push(format!("{url}: {e}")),
+            }
+        }
+        (answers, failures)
+    }
+
+    /// Like [`on_all`](Self::on_all), but fails unless a quorum of instances answered.
+    pub async fn on_quorum<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<Vec<T>, String> {
+        let (answers, failures) = self.on_all(command).await;
+        if answers.len() >= self.quorum {
+            if !failures.is_empty() {
+                tracing::warn!(?failures, "some Redis instances did not answer; a quorum did");
+            }
+            Ok(answers)
+        } else {
+            Err(format!(
+                "{} of {} instances answered, {} needed: {}",
+                answers.len(),
+                self.instances.len(),
+                self.quorum,
+                failures.join("; ")
+            ))
+        }
+    }
+}
+
+/// A URL fit for logs and answers: without its password.
+fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(redact("redis://:s3cret@redis:6379"), "redis://:***@redis:6379");
+        assert_eq!(redact("redis://redis:6379"), "redis://redis:6379");
+    }
+}

@@ -85,6 +85,8 @@ impl StreamMetrics {
 enum End {
     LockLost(String),
     Unbound,
+    /// The instance stops; the refresher has released (or is releasing) the lock.
+    Shutdown,
 }
 
 #[derive(Debug)]
@@ -206,7 +208,18 @@ impl Sessions {
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (end_tx, end_rx) = oneshot::channel();
-        self.held().insert(id, Held { lease: lease.clone(), end: end_tx });
+        {
+            let mut held = self.held();
+            // Checked under the lock the shutdown drain takes after cancelling: either the drain
+            // sees this pair and releases it, or this request does, before answering.
+            if !self.shutdown.is_cancelled() {
+                held.insert(id, Held { lease: lease.clone(), end: end_tx });
+            } else {
+                drop(held);
+                self.locks.release(&lease).await;
+                return Err(Refusal::ShuttingDown);
+            }
+        }
         self.metrics.active.inc();
         tracing::info!(%user, %profile, stream = id, binding = ?bound, lock = ?(started.elapsed() - bound), "stream opened");
         let guard = StreamGuard { id, lease, sessions: self.clone(), _permit: permit };
@@ -225,7 +238,17 @@ impl Sessions {
                 () = self.shutdown.cancelled() => break,
             }
         }
-        // Streams end by themselves on shutdown (their guards release); wait for them.
+        // Every lock is released here, and awaited, so the pairs can move to another replica
+        // at once; a stream's own guard could only spawn the release, and a spawned task does
+        // not outlive the runtime when the process exits.
+        let leaving: Vec<Held> = self.held().drain().map(|(_, held)| held).collect();
+        let releases = leaving.into_iter().map(|held| {
+            let _ = held.end.send(End::Shutdown);
+            let locks = self.locks.clone();
+            async move { locks.release(&held.lease).await }
+        });
+        futures::future::join_all(releases).await;
+        // Releases spawned before the drain (disconnects, unbound pairs) finish too.
         self.releases.close();
         self.releases.wait().await;
     }
@@ -280,13 +303,17 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         let sessions = &self.sessions;
         sessions.metrics.active.dec();
-        // Still registered means no refresher verdict: the client left or the service stops.
-        let client_side = sessions.held().remove(&self.id).is_some();
         tracing::info!(user = %self.lease.user, profile = %self.lease.profile, stream = self.id, "stream closed");
+        // Still registered means no refresher verdict: the client left, or the service stops
+        // and its drain has not reached this pair. The release is spawned under the lock the
+        // drain takes, so the drain's wait for spawned releases cannot miss it.
+        let mut held = sessions.held();
+        let client_side = held.remove(&self.id).is_some();
         if client_side && (sessions.settings.release_on_disconnect || sessions.shutdown.is_cancelled()) {
             let (locks, lease) = (sessions.locks.clone(), self.lease.clone());
             sessions.releases.spawn(async move { locks.release(&lease).await });
         }
+        drop(held);
     }
 }
 
@@ -347,18 +374,15 @@ impl OpenStream {
                                     "unbound",
                                     &json!({ "reason": "the user is no longer in the profile, or the profile is gone" }),
                                 ),
+                                Ok(End::Shutdown) => shutdown_frame(),
                                 Err(_) => return None,
                             };
                             state.guard = None;
                             return Some((Ok(frame), state));
                         }
                         () = &mut state.shutdown => {
-                            let frame = feed::control(
-                                "shutdown",
-                                &json!({ "reason": "this instance is shutting down; reconnect", "reconnect_after_ms": RECONNECT_AFTER.as_millis() as u64 }),
-                            );
                             state.guard = None;
-                            return Some((Ok(frame), state));
+                            return Some((Ok(shutdown_frame()), state));
                         }
                         () = tokio::time::sleep(HEARTBEAT), if heartbeat => {
                             return Some((Ok(Bytes::from_static(b": heartbeat\n\n")), state));
@@ -384,4 +408,11 @@ impl OpenStream {
             }
         })
     }
+}
+
+fn shutdown_frame() -> Bytes {
+    feed::control(
+        "shutdown",
+        &json!({ "reason": "this instance is shutting down; reconnect", "reconnect_after_ms": RECONNECT_AFTER.as_millis() as u64 }),
+    )
 }

@@ -1,10 +1,15 @@
 //! How streams end: disconnects, lock loss, unbinding, shutdown, crashes, slow readers.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use kubescaler_shared::{ProfileId, UserId, keys};
+use kubescaler_stream::locks::{AcquireError, Lease, PairLocks, RedisLocks};
+use kubescaler_stream::sessions::Refusal;
 use reqwest::StatusCode;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
 
@@ -187,4 +192,54 @@ async fn a_slow_reader_skips_messages_instead_of_queueing_them() {
     // everything generated since it connected: under 10 s old at 10 messages a second.
     let behind = now.saturating_sub(newest);
     assert!(behind <= 100, "the slow reader's newest message is {behind} messages ({} s) old", behind / 10);
+}
+
+/// Real Redis locks, but the instance starts shutting down while a lock is being taken.
+struct ShutdownDuringAcquire {
+    inner: RedisLocks,
+    shutdown: CancellationToken,
+}
+
+#[async_trait]
+impl PairLocks for ShutdownDuringAcquire {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn ping(&self) -> Result<(), String> {
+        self.inner.ping().await
+    }
+    async fn acquire(&self, user: UserId, profile: ProfileId, ttl: Duration) -> Result<Lease, AcquireError> {
+        let lease = self.inner.acquire(user, profile, ttl).await;
+        self.shutdown.cancel();
+        lease
+    }
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<(), String> {
+        self.inner.extend(lease, ttl).await
+    }
+    async fn release(&self, lease: &Lease) {
+        self.inner.release(lease).await
+    }
+}
+
+#[tokio::test]
+async fn a_lock_taken_as_the_shutdown_starts_is_given_back_at_once() {
+    let redis = RedisServer::start().await;
+    let base = spawn_base().await;
+    let config = stream_config(&base, vec![redis.url()]);
+    let shutdown = CancellationToken::new();
+    let locks = Arc::new(ShutdownDuringAcquire {
+        inner: RedisLocks::new(&config.redis).unwrap(),
+        shutdown: shutdown.clone(),
+    });
+    let (_router, sessions) =
+        kubescaler_stream::app(&config, locks, shutdown, prometheus::Registry::new()).unwrap();
+    let (user, profile) = pair(&base).await;
+    let (user, profile) = (UserId::parse(&user).unwrap(), ProfileId::parse(&profile).unwrap());
+
+    let refused = sessions.open(user, profile).await.err().expect("refused: the instance is stopping");
+    assert!(matches!(refused, Refusal::ShuttingDown), "{refused:?}");
+    let markers: i64 = redis.command(&["EXISTS", &keys::launched(user, profile)]).await.unwrap();
+    assert_eq!(markers, 0, "no launched marker left behind");
+    let other = RedisLocks::new(&config.redis).unwrap();
+    other.acquire(user, profile, TTL).await.expect("the pair is free for another replica at once");
 }

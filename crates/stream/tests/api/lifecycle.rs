@@ -236,7 +236,7 @@ async fn a_lock_taken_as_the_shutdown_starts_is_given_back_at_once() {
     let (user, profile) = pair(&base).await;
     let (user, profile) = (UserId::parse(&user).unwrap(), ProfileId::parse(&profile).unwrap());
 
-    let refused = sessions.open(user, profile).await.err().expect("refused: the instance is stopping");
+    let refused = sessions.open(user, profile).await.expect_err("refused: the instance is stopping");
     assert!(matches!(refused, Refusal::ShuttingDown), "{refused:?}");
     let markers: i64 = redis.command(&["EXISTS", &keys::launched(user, profile)]).await.unwrap();
     assert_eq!(markers, 0, "no launched marker left behind");

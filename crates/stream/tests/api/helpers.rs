@@ -167,6 +167,8 @@ pub async fn wait_metric(service: &Http, name: &str, value: f64, within: Duratio
 pub struct SlowReader {
     socket: tokio::net::TcpStream,
     text: String,
+    /// Every byte read from the socket so far, HTTP framing included.
+    pub total: u64,
 }
 
 impl SlowReader {
@@ -179,14 +181,18 @@ impl SlowReader {
             "GET /stream/{user}/{profile} HTTP/1.1\r\nhost: stream\r\naccept: text/event-stream\r\n\r\n"
         );
         socket.write_all(request.as_bytes()).await.unwrap();
-        Self { socket, text: String::new() }
+        Self { socket, text: String::new(), total: 0 }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.socket.local_addr().unwrap()
     }
 
     /// Reads at about `bytes_per_second` for `duration`; returns the `id`s seen, in order.
     pub async fn read(&mut self, bytes_per_second: usize, duration: Duration) -> Vec<u64> {
         use tokio::io::AsyncReadExt;
         let started = tokio::time::Instant::now();
-        let mut total = 0usize;
+        let mut read = 0usize;
         let mut chunk = vec![0u8; 4096];
         let mut seqs = Vec::new();
         while started.elapsed() < duration {
@@ -194,7 +200,8 @@ impl SlowReader {
                 Ok(Ok(n)) if n > 0 => n,
                 _ => break,
             };
-            total += n;
+            read += n;
+            self.total += n as u64;
             self.text.push_str(&String::from_utf8_lossy(&chunk[..n]));
             while let Some(at) = self.text.find("id: ") {
                 let rest = &self.text[at + 4..];
@@ -204,11 +211,34 @@ impl SlowReader {
                 }
                 self.text.drain(..at + 4 + end);
             }
-            let due = Duration::from_secs_f64(total as f64 / bytes_per_second as f64);
+            let due = Duration::from_secs_f64(read as f64 / bytes_per_second as f64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::time::sleep(wait).await;
             }
         }
         seqs
     }
+}
+
+/// The kernel's queues of the TCP socket `local` → `remote` (from `/proc/net/tcp`): bytes sent
+/// and not yet acknowledged, and bytes received and not yet read by the application.
+pub fn tcp_queues(local: SocketAddr, remote: SocketAddr) -> (u64, u64) {
+    fn hex(addr: SocketAddr) -> String {
+        let SocketAddr::V4(v4) = addr else { panic!("IPv4 only: {addr}") };
+        // The kernel prints the address as the u32 it stores, in network byte order.
+        format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port())
+    }
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields[1] == local && fields[2] == remote).then(|| {
+                let (tx, rx) = fields[4].split_once(':').unwrap();
+                (u64::from_str_radix(tx, 16).unwrap(), u64::from_str_radix(rx, 16).unwrap())
+            })
+        })
+        .unwrap_or_else(|| panic!("no socket {local} -> {remote} in /proc/net/tcp"))
 }

@@ -63,7 +63,9 @@ $(section stream)
 
 The release binary, process start to the first \`/readyz\` 200 (polled every millisecond), on an
 empty data directory and on one holding test data; the separate \`base\` binary starting on a
-running Cassandra as the reference. Target: under 100 ms.
+running Cassandra as the reference. Target: under 100 ms. Then \`loadgen\` holds 1,000 streams
+through the front door (pairs from \`/main/profiles\`): RSS and CPU under load, and bytes
+received beside bytes offered (250 KB/s per open stream).
 
 $(section allinone)
 EOF

@@ -51,9 +51,10 @@ $(section main)
 ## stream (\`scripts/bench-stream.sh\`)
 
 stream on core 0, the load generator on core 1. Time to first event over 200 new streams (at
-most 4 opening at once); capacity at the default rate (25,000 B every 100 ms); fan-out with the
-generator unthrottled beside a raw-TCP fan-out server of the same shape (shared frames from one
-\`watch\` channel, no HTTP); 1,000 slow readers at 10 KB/s for 60 s (RSS every 10 s, kernel TCP
+most 4 opening at once), once running and, apart, for the first 200 after the process starts; capacity at the default rate (25,000 B every 100 ms); fan-out with the
+generator unthrottled beside a raw-TCP fan-out server (no HTTP) sharing one payload through a
+\`broadcast\` channel — the baseline the target names — and through a \`watch\` channel as
+stream's own feed does, the stricter of the two; 1,000 slow readers at 10 KB/s for 60 s (RSS every 10 s, kernel TCP
 memory per connection, age of the newest message read); lock churn through stream's lock code
 (acquire + marker + release, three commands) beside \`redis-benchmark SET NX PX\`.
 

@@ -100,6 +100,8 @@ enum Command {
         port: u16,
         #[arg(long, default_value_t = 25_000)]
         message_bytes: usize,
+        #[arg(long, value_enum, default_value = "watch")]
+        channel: streaming::Channel,
     },
     /// Acquire + release cycles through stream's lock code.
     LockChurn {
@@ -201,8 +203,8 @@ async fn main() -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
-        Command::RawFanoutServer { port, message_bytes } => {
-            streaming::raw_fanout_server(port, message_bytes).await
+        Command::RawFanoutServer { port, message_bytes, channel } => {
+            streaming::raw_fanout_server(port, message_bytes, channel).await
         }
         Command::LockChurn { redis, concurrency, duration } => {
             println!("{}", streaming::lock_churn(&redis, concurrency, duration).await?);

@@ -203,15 +203,35 @@ fn last_timestamp(text: &[u8]) -> Option<SystemTime> {
     humantime::parse_rfc3339(std::str::from_utf8(&text[at..end]).ok()?).ok()
 }
 
-/// The baseline: the same shared-frame broadcast as stream's feed (a `watch` of `Bytes`
-/// frames, generated as fast as possible) written to plain TCP connections, no HTTP.
-pub async fn raw_fanout_server(port: u16, message_bytes: usize) -> anyhow::Result<()> {
-    let (tx, rx) = watch::channel(Bytes::new());
+/// How the raw fan-out server shares its frames between connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Channel {
+    /// `tokio::sync::watch`: every connection takes the newest frame, as stream's feed does.
+    Watch,
+    /// `tokio::sync::broadcast`: every connection reads the frames in order and skips what it
+    /// lagged behind.
+    Broadcast,
+}
+
+/// The baseline: frames generated as fast as possible, shared through one channel, written to
+/// plain TCP connections, no HTTP.
+pub async fn raw_fanout_server(port: u16, message_bytes: usize, channel: Channel) -> anyhow::Result<()> {
+    let payload = Bytes::from(vec![b'x'; message_bytes]);
+    let (watch_tx, watch_rx) = watch::channel(Bytes::new());
+    let (broadcast_tx, _) = tokio::sync::broadcast::channel::<Bytes>(16);
+    let sender = broadcast_tx.clone();
     tokio::spawn(async move {
-        let payload = Bytes::from(vec![b'x'; message_bytes]);
         loop {
             tokio::task::yield_now().await;
-            if tx.send(payload.clone()).is_err() {
+            let sent = match channel {
+                Channel::Watch => watch_tx.send(payload.clone()).is_ok(),
+                // No receiver yet is not an end: connections come later.
+                Channel::Broadcast => {
+                    let _ = sender.send(payload.clone());
+                    true
+                }
+            };
+            if !sent {
                 return;
             }
         }
@@ -220,15 +240,34 @@ pub async fn raw_fanout_server(port: u16, message_bytes: usize) -> anyhow::Resul
     loop {
         let (mut socket, _) = listener.accept().await?;
         let _ = socket.set_nodelay(true);
-        let mut rx = rx.clone();
-        tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
-                let frame = rx.borrow_and_update().clone();
-                if socket.write_all(&frame).await.is_err() {
-                    return;
-                }
+        match channel {
+            Channel::Watch => {
+                let mut rx = watch_rx.clone();
+                tokio::spawn(async move {
+                    while rx.changed().await.is_ok() {
+                        let frame = rx.borrow_and_update().clone();
+                        if socket.write_all(&frame).await.is_err() {
+                            return;
+                        }
+                    }
+                });
             }
-        });
+            Channel::Broadcast => {
+                let mut rx = broadcast_tx.subscribe();
+                tokio::spawn(async move {
+                    loop {
+                        let frame = match rx.recv().await {
+                            Ok(frame) => frame,
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        };
+                        if socket.write_all(&frame).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
     }
 }
 

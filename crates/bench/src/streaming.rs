@@ -223,16 +223,17 @@ pub async fn raw_fanout_server(port: u16, message_bytes: usize, channel: Channel
     tokio::spawn(async move {
         loop {
             tokio::task::yield_now().await;
-            let sent = match channel {
-                Channel::Watch => watch_tx.send(payload.clone()).is_ok(),
+            match channel {
+                // The accept loop keeps a receiver, so this fails only when the server is gone.
+                Channel::Watch => {
+                    if watch_tx.send(payload.clone()).is_err() {
+                        return;
+                    }
+                }
                 // No receiver yet is not an end: connections come later.
                 Channel::Broadcast => {
                     let _ = sender.send(payload.clone());
-                    true
                 }
-            };
-            if !sent {
-                return;
             }
         }
     });

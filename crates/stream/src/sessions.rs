@@ -208,18 +208,16 @@ impl Sessions {
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (end_tx, end_rx) = oneshot::channel();
-        {
-            let mut held = self.held();
-            // Checked under the lock the shutdown drain takes after cancelling: either the drain
-            // sees this pair and releases it, or this request does, before answering.
-            if !self.shutdown.is_cancelled() {
-                held.insert(id, Held { lease: lease.clone(), end: end_tx });
-            } else {
-                drop(held);
-                self.locks.release(&lease).await;
-                return Err(Refusal::ShuttingDown);
-            }
+        let mut held = self.held();
+        // Checked under the lock the shutdown drain takes after cancelling: either the drain
+        // sees this pair and releases it, or this request does, before answering.
+        if self.shutdown.is_cancelled() {
+            drop(held);
+            self.locks.release(&lease).await;
+            return Err(Refusal::ShuttingDown);
         }
+        held.insert(id, Held { lease: lease.clone(), end: end_tx });
+        drop(held);
         self.metrics.active.inc();
         tracing::info!(%user, %profile, stream = id, binding = ?bound, lock = ?(started.elapsed() - bound), "stream opened");
         let guard = StreamGuard { id, lease, sessions: self.clone(), _permit: permit };

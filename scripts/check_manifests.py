@@ -75,6 +75,12 @@ def main() -> int:
                     problems.append(f"{name}/{c['name']}: waits for {host}:{port}, which no Service serves")
             if c["name"].startswith("wait-for-") and "until" not in script:
                 problems.append(f"{name}/{c['name']}: an init container that does not wait")
+            # A non-root copy into a volume cannot keep owners or times: the volume's root
+            # belongs to root, so `cp -a` fails there and the pod never starts.
+            if pod.get("securityContext", {}).get("runAsUser", 0) != 0 and re.search(
+                r"\bcp\s+(-[a-zA-Z]*[ap]|--archive|--preserve)", script
+            ):
+                problems.append(f"{name}/{c['name']}: copies with preserved attributes as non-root (use cp -R)")
 
     expected_waits = {"base": {"cassandra"}, "main": {"redis", "base"}, "stream": {"redis", "base"}}
     for w in workloads:
@@ -105,6 +111,15 @@ def main() -> int:
                 backend = path["backend"]["service"]["name"]
                 if backend not in {"main", "stream"}:
                     problems.append(f"ingress {ing['metadata']['name']}: path {path['path']} reaches {backend}")
+    # Portable routes: plain paths that every Ingress controller reads alike (main serves /main
+    # itself, so nothing is rewritten).
+    for ing in by_kind("Ingress"):
+        for rule in ing["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                if path["pathType"] not in {"Prefix", "Exact"} or re.search(r"[()*$^\\]", path["path"]):
+                    problems.append(f"ingress {ing['metadata']['name']}: path {path['path']} ({path['pathType']}) is not a plain Prefix")
+        if any(k.endswith(("/rewrite-target", "/use-regex")) for k in ing["metadata"].get("annotations", {})):
+            problems.append(f"ingress {ing['metadata']['name']}: rewrites paths, which only ingress-nginx would do")
     stream_ingress = [i for i in by_kind("Ingress") if any(p["backend"]["service"]["name"] == "stream" for r in i["spec"]["rules"] for p in r["http"]["paths"])]
     for ing in stream_ingress:
         if ing["metadata"].get("annotations", {}).get("nginx.ingress.kubernetes.io/proxy-buffering") != "off":

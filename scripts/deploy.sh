@@ -15,6 +15,8 @@ kubectl apply -f k8s/base/namespace.yaml
 if ! kubectl -n "$NS" get secret kubescaler-admin >/dev/null 2>&1; then
   kubectl -n "$NS" create secret generic kubescaler-admin --from-literal=admin-token="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 fi
+# KEDA refuses a workload that another HPA scales, and `apply` would leave the plain one.
+[ "$OVERLAY" != keda ] || kubectl -n "$NS" delete hpa stream --ignore-not-found
 kubectl apply -k "k8s/overlays/$OVERLAY"
 kubectl -n "$NS" rollout status statefulset/cassandra --timeout=10m
 for d in redis base main stream prometheus; do kubectl -n "$NS" rollout status "deployment/$d" --timeout=10m; done

@@ -1,7 +1,8 @@
-//! `loadgen` against the all-in-one process: it opens what it can, counts what is refused, and
-//! its summary says so.
+//! `loadgen` against the all-in-one process: it opens what it can, counts what is refused, says
+//! where its streams are, and a Ctrl-C still ends with the summary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use kubescaler::Options;
@@ -11,35 +12,58 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+/// The all-in-one on a fresh data directory with `profiles` profiles of 2 users as test data;
+/// small messages keep the runs light.
+struct Suite {
+    url: String,
+    dir: PathBuf,
+    shutdown: CancellationToken,
+}
+
+impl Suite {
+    async fn start(name: &str, profiles: usize) -> Suite {
+        let dir = std::env::temp_dir().join(format!("kubescaler-loadgen-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = Options {
+            port: 0,
+            listen_address: "127.0.0.1".parse().unwrap(),
+            data_dir: dir.clone(),
+            cassandra_nodes: None,
+            redis_urls: None,
+            demo: false,
+            log_format: LogFormat::Pretty,
+        };
+        let mut config = options.into_config().unwrap();
+        config.stream.stream_message_bytes = 1_000;
+        let shutdown = CancellationToken::new();
+        let suite = kubescaler::start(config, shutdown.clone()).await.unwrap();
+        let http = Http::new(std::net::SocketAddr::from(([127, 0, 0, 1], suite.port())));
+        let url = suite.url().to_owned();
+        tokio::spawn(suite.run_until_stopped());
+        http.wait_ready(Duration::from_secs(10)).await;
+        let (status, _) =
+            http.post(&format!("/main/testdata?profiles={profiles}&users_per_profile=2"), json!(null)).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        while http.get("/main/testdata").await.1["state"] == "running" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Suite { url, dir, shutdown }
+    }
+}
+
+impl Drop for Suite {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_streams_than_pairs_meet_the_lock() {
-    let dir = std::env::temp_dir().join(format!("kubescaler-loadgen-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let options = Options {
-        port: 0,
-        listen_address: "127.0.0.1".parse().unwrap(),
-        data_dir: dir.clone(),
-        cassandra_nodes: None,
-        redis_urls: None,
-        demo: false,
-        log_format: LogFormat::Pretty,
-    };
-    let mut config = options.into_config().unwrap();
-    config.stream.stream_message_bytes = 1_000;
-    let shutdown = CancellationToken::new();
-    let suite = kubescaler::start(config, shutdown.clone()).await.unwrap();
-    let http = Http::new(std::net::SocketAddr::from(([127, 0, 0, 1], suite.port())));
-    let url = suite.url().to_owned();
-    tokio::spawn(suite.run_until_stopped());
-    http.wait_ready(Duration::from_secs(10)).await;
-    let (status, _) = http.post("/main/testdata?profiles=3&users_per_profile=2", json!(null)).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    while http.get("/main/testdata").await.1["state"] == "running" {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let suite = Suite::start("lock", 3).await;
     // 3 profiles of 2 users, the first one's users shared into the other two: 10 pairs.
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["--url", &url, "--streams", "12", "--duration", "2s", "--ramp", "50", "--json"])
+        .args(["--url", &suite.url, "--streams", "12", "--duration", "2s", "--ramp", "50", "--json"])
         .output()
         .await
         .unwrap();
@@ -50,14 +74,41 @@ async fn more_streams_than_pairs_meet_the_lock() {
     assert_eq!(summary["refused_locked_409"], 2, "{summary}");
     assert_eq!(summary["errors"], 0, "{summary}");
     assert!(summary["messages"].as_u64().unwrap() > 100, "{summary}");
+    assert_eq!(summary["open_at_end"], 10, "every opened stream ran to the end: {summary}");
+    assert_eq!(summary["hosts"].as_array().unwrap().len(), 1, "one instance served them all: {summary}");
 
     let text = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["--url", &url, "--streams", "1", "--duration", "1s"])
+        .args(["--url", &suite.url, "--streams", "1", "--duration", "1s"])
         .output()
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&text.stdout);
     assert!(stdout.contains("that is the lock working"), "{stdout}");
-    shutdown.cancel();
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_ends_at_once_with_its_summary() {
+    let suite = Suite::start("interrupt", 2).await;
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--url", &suite.url, "--streams", "3", "--duration", "600s", "--ramp", "50", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let interrupted = std::time::Instant::now();
+    let kill =
+        std::process::Command::new("kill").args(["-INT", &child.id().unwrap().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("loadgen ends soon after SIGINT, not after its 600 s")
+        .unwrap();
+    assert!(output.status.success());
+    assert!(interrupted.elapsed() < Duration::from_secs(5), "ended {:?} after SIGINT", interrupted.elapsed());
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["streams_opened"], 3, "{summary}");
+    assert_eq!(summary["open_at_end"], 3, "{summary}");
+    assert!(summary["seconds"].as_f64().unwrap() < 10.0, "{summary}");
+    assert!(summary["messages"].as_u64().unwrap() > 10, "{summary}");
 }

@@ -17,6 +17,16 @@ pub fn launched(user: UserId, profile: ProfileId) -> String {
     format!("{PREFIX}:launched:{user}:{profile}")
 }
 
+/// An instance's number of open streams, written by that stream instance every
+/// `REBALANCE_PERIOD` with a TTL of a few periods: the fleet's live instances and total.
+pub fn instance(host: &str) -> String {
+    format!("{PREFIX}:instance:{host}")
+}
+
+/// The index of the instance entries: host name scored by when its entry expires, so the
+/// live instances are listed without scanning the keyspace.
+pub const INSTANCES: &str = "kubescaler:instances";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +43,7 @@ mod tests {
             launched(u, p),
             "kubescaler:launched:00000000-0000-4000-8000-000000000001:00000000-0000-4000-8000-000000000002"
         );
+        assert_eq!(instance("stream-6d9f-x2k4j"), "kubescaler:instance:stream-6d9f-x2k4j");
+        assert!(INSTANCES.starts_with(PREFIX));
     }
 }

@@ -44,6 +44,11 @@ impl RedisInstances {
         Ok(Self { instances, quorum: config.quorum() })
     }
 
+    /// How many instances must answer: N/2+1.
+    pub fn quorum(&self) -> usize {
+        self.quorum
+    }
+
     /// The instances' connections, for work that is not a plain command (scripts).
     pub fn connections(&self) -> impl Iterator<Item = ConnectionManager> + '_ {
         self.instances.iter().map(|(_, manager)| manager.clone())

@@ -8,7 +8,12 @@
 //! A refused acquisition is told apart from an outage by asking the instances for the lock
 //! key's remaining TTL: a quorum answering with a live key is a conflict (409, retry when that
 //! TTL runs out), fewer answers than a quorum is Redis unavailable (503).
+//!
+//! The same registry holds the fleet: every stream instance publishes its number of open
+//! streams under its host name with a short TTL ([`PairLocks::publish`]), and reads everyone's
+//! — what rebalancing decides on.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -43,7 +48,15 @@ pub trait PairLocks: Send + Sync + 'static {
     async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<(), String>;
     /// Releases the lock (if still ours) and removes the marker, best effort.
     async fn release(&self, lease: &Lease);
+    /// Publishes that instance `host` has `streams` open, for `ttl`, and answers the open
+    /// streams of every live instance, `host` included.
+    async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, String>;
+    /// Removes `host` from the fleet at once (it stops), best effort.
+    async fn withdraw(&self, host: &str);
 }
+
+/// Open streams per live instance, by host name.
+pub type Fleet = BTreeMap<String, u64>;
 
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -52,10 +65,40 @@ end
 return 0
 ";
 
+/// Writes the instance's entry and its place in the index (scored by expiry, by Redis' clock, so
+/// the instances' clocks never matter), drops expired hosts from the index, and answers
+/// `host, streams, …` for the live ones. The entries are read by name from the index, which a
+/// standalone Redis allows (each instance of `REDIS_URLS` is one).
+const PUBLISH: &str = r"
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+redis.call('ZADD', KEYS[2], now_ms + ttl, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+redis.call('PEXPIRE', KEYS[2], ttl)
+local fleet = {}
+for _, host in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local streams = redis.call('GET', ARGV[4] .. host)
+  if streams then
+    fleet[#fleet + 1] = host
+    fleet[#fleet + 1] = streams
+  end
+end
+return fleet
+";
+
+const WITHDRAW: &str = r"
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('DEL', KEYS[1])
+";
+
 pub struct RedisLocks {
     manager: rslock::LockManager,
     instances: RedisInstances,
     release: redis::Script,
+    publish: redis::Script,
+    withdraw: redis::Script,
 }
 
 impl std::fmt::Debug for RedisLocks {
@@ -71,7 +114,13 @@ impl RedisLocks {
         let mut manager = rslock::LockManager::from_clients(clients);
         // One attempt: a conflict is answered at once, never waited out on the request path.
         manager.set_retry(1, Duration::from_millis(1));
-        Ok(Self { manager, instances: RedisInstances::new(config)?, release: redis::Script::new(RELEASE) })
+        Ok(Self {
+            manager,
+            instances: RedisInstances::new(config)?,
+            release: redis::Script::new(RELEASE),
+            publish: redis::Script::new(PUBLISH),
+            withdraw: redis::Script::new(WITHDRAW),
+        })
     }
 
     fn lock(&self, lease: &Lease, validity: usize) -> rslock::Lock {
@@ -170,6 +219,44 @@ impl PairLocks for RedisLocks {
         }))
         .await;
     }
+
+    async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, String> {
+        let prefix = keys::instance("");
+        let replies = futures::future::join_all(self.instances.connections().map(|mut connection| {
+            let mut invocation = self.publish.prepare_invoke();
+            invocation
+                .key(keys::instance(host))
+                .key(keys::INSTANCES)
+                .arg(host)
+                .arg(streams)
+                .arg(ttl.as_millis() as u64)
+                .arg(&prefix);
+            async move { invocation.invoke_async::<Vec<(String, u64)>>(&mut connection).await }
+        }))
+        .await;
+        let answered: Vec<Vec<(String, u64)>> = replies.into_iter().filter_map(Result::ok).collect();
+        let quorum = self.instances.quorum();
+        if answered.len() < quorum {
+            return Err(format!("{} Redis instances answered, {quorum} needed", answered.len()));
+        }
+        // Every instance writes its entry to all Redis instances at once; one that missed a write
+        // (it was down) holds an older count, so the largest is the latest.
+        let mut fleet = Fleet::new();
+        for (instance, streams) in answered.into_iter().flatten() {
+            let entry = fleet.entry(instance).or_default();
+            *entry = (*entry).max(streams);
+        }
+        Ok(fleet)
+    }
+
+    async fn withdraw(&self, host: &str) {
+        futures::future::join_all(self.instances.connections().map(|mut connection| {
+            let mut invocation = self.withdraw.prepare_invoke();
+            invocation.key(keys::instance(host)).key(keys::INSTANCES).arg(host);
+            async move { invocation.invoke_async::<i64>(&mut connection).await }
+        }))
+        .await;
+    }
 }
 
 /// The in-process registry, for the all-in-one process: one process needs no Redlock, but the
@@ -179,6 +266,8 @@ impl PairLocks for RedisLocks {
 #[derive(Debug, Default)]
 pub struct InProcessLocks {
     pairs: std::sync::Mutex<InProcessPairs>,
+    /// Host → (open streams, expiry): the fleet, of one instance in the all-in-one.
+    fleet: std::sync::Mutex<BTreeMap<String, (u64, tokio::time::Instant)>>,
 }
 
 #[derive(Debug, Default)]
@@ -254,5 +343,17 @@ impl PairLocks for InProcessLocks {
         if pairs.held.get(&key).is_some_and(|(token, _)| *token == token_of(lease)) {
             pairs.held.remove(&key);
         }
+    }
+
+    async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, String> {
+        let now = tokio::time::Instant::now();
+        let mut fleet = self.fleet.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        fleet.insert(host.to_owned(), (streams, now + ttl));
+        fleet.retain(|_, (_, expires)| *expires > now);
+        Ok(fleet.iter().map(|(host, (streams, _))| (host.clone(), *streams)).collect())
+    }
+
+    async fn withdraw(&self, host: &str) {
+        self.fleet.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(host);
     }
 }

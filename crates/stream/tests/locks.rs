@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use kubescaler_shared::config::RedisArgs;
 use kubescaler_shared::{ProfileId, UserId};
-use kubescaler_stream::locks::{AcquireError, InProcessLocks, PairLocks, RedisLocks};
+use kubescaler_stream::locks::{AcquireError, Fleet, InProcessLocks, PairLocks, RedisLocks};
+use kubescaler_testkit::RedisServer;
 
 fn pair() -> (UserId, ProfileId) {
     (UserId::new_random(), ProfileId::new_random())
@@ -55,6 +56,32 @@ mod suite {
         );
         locks.release(&newer).await;
     }
+
+    /// Needs a registry of its own: the fleet is whoever publishes there.
+    pub async fn the_fleet_is_the_live_instances(locks: &dyn PairLocks) {
+        let fleet = |entries: &[(&str, u64)]| -> Fleet {
+            entries.iter().map(|(h, n)| ((*h).to_owned(), *n)).collect()
+        };
+        assert_eq!(locks.publish("stream-a", 3, TTL).await.unwrap(), fleet(&[("stream-a", 3)]));
+        assert_eq!(
+            locks.publish("stream-b", 5, TTL).await.unwrap(),
+            fleet(&[("stream-a", 3), ("stream-b", 5)])
+        );
+        assert_eq!(
+            locks.publish("stream-a", 4, TTL).await.unwrap(),
+            fleet(&[("stream-a", 4), ("stream-b", 5)]),
+            "a publication replaces the instance's count"
+        );
+        locks.withdraw("stream-b").await;
+        assert_eq!(locks.publish("stream-a", 4, TTL).await.unwrap(), fleet(&[("stream-a", 4)]), "withdrawn");
+        locks.publish("stream-c", 1, Duration::from_millis(200)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            locks.publish("stream-a", 4, TTL).await.unwrap(),
+            fleet(&[("stream-a", 4)]),
+            "an instance that stopped publishing is gone after its TTL"
+        );
+    }
 }
 
 macro_rules! conformance {
@@ -101,4 +128,32 @@ async fn in_process_launched_follows_the_lock() {
     locks.acquire(u, p, Duration::from_millis(100)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!locks.is_launched(u, p), "expired");
+}
+
+#[tokio::test]
+async fn redis_fleet() {
+    let server = RedisServer::start().await;
+    let locks =
+        RedisLocks::new(&RedisArgs { urls: vec![server.url()], timeout: Duration::from_secs(1) }).unwrap();
+    suite::the_fleet_is_the_live_instances(&locks).await;
+}
+
+#[tokio::test]
+async fn in_process_fleet() {
+    suite::the_fleet_is_the_live_instances(&InProcessLocks::new()).await;
+}
+
+#[tokio::test]
+async fn the_fleet_needs_a_quorum_of_redis_instances() {
+    let mut servers = [RedisServer::start().await, RedisServer::start().await, RedisServer::start().await];
+    let urls = servers.iter().map(RedisServer::url).collect();
+    let locks = RedisLocks::new(&RedisArgs { urls, timeout: Duration::from_millis(300) }).unwrap();
+    locks.publish("stream-a", 7, Duration::from_secs(5)).await.unwrap();
+    servers[0].stop().await;
+    let fleet = locks.publish("stream-b", 2, Duration::from_secs(5)).await.expect("two of three answer");
+    assert_eq!(fleet, Fleet::from([("stream-a".to_owned(), 7), ("stream-b".to_owned(), 2)]));
+    servers[1].stop().await;
+    let error =
+        locks.publish("stream-b", 2, Duration::from_secs(5)).await.expect_err("one of three is too few");
+    assert!(error.contains("1 Redis instances answered, 2 needed"), "{error}");
 }

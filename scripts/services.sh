@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Real backing services for development, tests and benchmarks: Redis and a single-node
-# Apache Cassandra, both on 127.0.0.1, both installed by this script when missing.
+# Apache Cassandra, both on 127.0.0.1, both installed by this script when missing (and nginx,
+# which tests start themselves as the balancer in front of several stream instances).
 #
 #   scripts/services.sh up       start what is not running (idempotent), wait until ready
 #   scripts/services.sh down     stop what `up` started (pid files), keep data
@@ -55,6 +56,11 @@ redis_up() {
   if ! command -v redis-server >/dev/null; then
     log "installing redis-server (apt-get)"
     apt_install redis-server redis-tools
+  fi
+  # The tests that need a load balancer in front of several stream instances run nginx.
+  if ! command -v nginx >/dev/null; then
+    log "installing nginx (apt-get)"
+    apt_install nginx-light
   fi
   mkdir -p "$REDIS_DIR"
   local t0=$SECONDS

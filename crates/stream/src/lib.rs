@@ -4,13 +4,16 @@
 //!
 //! - [`sessions`]: admission, the body of each stream, the guard that ends it on every path,
 //!   and the instance's one refresher of locks and markers.
-//! - [`locks`]: the [`PairLocks`](locks::PairLocks) trait and its Redlock implementation.
+//! - [`locks`]: the [`PairLocks`](locks::PairLocks) trait and its Redlock implementation; the
+//!   same registry holds each instance's number of open streams.
+//! - [`rebalance`]: how many streams an instance holding more than its share hands off.
 //! - [`feed`]: the instance's one message generator, frames encoded once and shared.
 //! - [`pages`]: the test agent page and the usage page, embedded from `static/`.
 
 pub mod feed;
 pub mod locks;
 pub mod pages;
+pub mod rebalance;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -33,6 +36,7 @@ use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::locks::{AcquireError, PairLocks, RedisLocks};
+use crate::rebalance::Tolerance;
 use crate::sessions::{Refusal, Sessions, Settings, StreamMetrics};
 
 /// Port stream listens on when `PORT` is not set.
@@ -82,9 +86,25 @@ pub struct Config {
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
-    /// Name put in every message (`host`): the pod name under Kubernetes.
+    /// Name put in every message (`host`), and this instance's name in the fleet: the pod name
+    /// under Kubernetes; unique per instance.
     #[arg(long, env = "HOSTNAME", default_value = "localhost")]
     pub hostname: String,
+
+    /// Hand streams off to other instances while this one holds more than its share of the
+    /// fleet's (after a scale-up, a new instance gets only new connections otherwise).
+    #[arg(long, env = "REBALANCE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rebalance: bool,
+
+    /// How often the instance publishes its open streams and decides whether to hand some off
+    /// [default: LOCK_REFRESH].
+    #[arg(long, env = "REBALANCE_PERIOD", value_parser = duration)]
+    pub rebalance_period: Option<Duration>,
+
+    /// Streams an instance may hold over its fair share before it hands any off: a number of
+    /// streams (3) or a percentage of the share (10%, at least one stream).
+    #[arg(long, env = "REBALANCE_TOLERANCE", default_value_t = Tolerance::default())]
+    pub rebalance_tolerance: Tolerance,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -99,7 +119,15 @@ impl Config {
             self.lock_ttl
         );
         anyhow::ensure!(self.max_connections > 0, "MAX_CONNECTIONS must be at least 1");
+        anyhow::ensure!(
+            self.rebalance_period() >= Duration::from_millis(10),
+            "REBALANCE_PERIOD must be at least 10ms"
+        );
         Ok(())
+    }
+
+    pub fn rebalance_period(&self) -> Duration {
+        self.rebalance_period.unwrap_or(self.lock_refresh)
     }
 }
 
@@ -133,6 +161,11 @@ impl From<Refusal> for ApiError {
             Refusal::Lock(AcquireError::Unavailable(_)) => ApiError::unavailable("redis", message),
             Refusal::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message).with_retry_after(1)
+            }
+            Refusal::Rebalancing { retry_after } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "rebalancing", message)
+                    .with_retry_after(1)
+                    .with_field("retry_after_ms", retry_after.as_millis() as u64)
             }
         }
     }
@@ -174,6 +207,10 @@ pub fn app(
         lock_refresh: config.lock_refresh,
         release_on_disconnect: config.release_on_disconnect,
         max_connections: config.max_connections,
+        host: config.hostname.clone(),
+        rebalance: config.rebalance,
+        rebalance_period: config.rebalance_period(),
+        rebalance_tolerance: config.rebalance_tolerance,
     };
     let sessions = Sessions::new(locks.clone(), base.clone(), feed, settings, metrics, shutdown.clone());
     let readiness = Readiness::new(shutdown)

@@ -2,9 +2,18 @@
 //! refresher task of the instance that keeps every held lock and marker alive.
 //!
 //! Every open stream owns a [`StreamGuard`]: created once the lock is held, dropped on every
-//! way out (client gone, lock lost, unbound, shutdown, error). Its `Drop` decrements the
-//! active-connections gauge and takes the pair out of the refresher, so neither can drift
-//! from the truth whatever path a stream ends by.
+//! way out (client gone, lock lost, unbound, rebalanced, shutdown, error). Its `Drop`
+//! decrements the active-connections gauge and takes the pair out of the refresher, so neither
+//! can drift from the truth whatever path a stream ends by.
+//!
+//! The refresher also publishes the instance's number of open streams every `REBALANCE_PERIOD`
+//! and, when [`Rebalancer`] says so, hands streams off: their locks and markers are released
+//! first, then each stream ends with `event: rebalance` and a short `retry:`, so its client
+//! reconnects at once and finds the pair free wherever the balancer sends it. For two periods
+//! after a hand-off the instance refuses new streams while it holds its fair share or more
+//! (503 `rebalancing`, retry in 100 ms): a balancer that picks it again for a moved client —
+//! round robin does, for one client in N — then sends the retry elsewhere, and the excess
+//! moves in one round instead of (N−1)/N of it per round.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,11 +32,20 @@ use tokio_util::task::TaskTracker;
 
 use crate::feed::{self, Frame};
 use crate::locks::{Lease, PairLocks};
+use crate::rebalance::{Rebalancer, Tolerance};
 
 /// A comment line keeps idle connections (and proxies) from timing out when messages are rare.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// What clients are told to wait before reconnecting after a shutdown.
 const RECONNECT_AFTER: Duration = Duration::from_millis(500);
+/// What a handed-off client is told to wait: its lock is already free; the short pause only
+/// spreads the reconnections of a hand-off over a moment instead of one instant.
+const REBALANCE_RETRY: Duration = Duration::from_millis(250);
+/// What a client refused by a draining instance is told to wait before trying (elsewhere).
+const DRAINING_RETRY: Duration = Duration::from_millis(100);
+/// An instance's fleet entry outlives a missed publication or two; a dead instance's is
+/// forgotten after this many periods.
+const FLEET_ENTRY_PERIODS: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct StreamMetrics {
@@ -38,6 +56,7 @@ pub struct StreamMetrics {
     pub acquisitions: IntCounterVec,
     pub lost: IntCounterVec,
     pub refresh: Histogram,
+    pub rebalanced: IntCounter,
 }
 
 impl StreamMetrics {
@@ -68,6 +87,10 @@ impl StreamMetrics {
                 )
                 .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
             )?,
+            rebalanced: IntCounter::new(
+                "kubescaler_stream_rebalanced_total",
+                "Streams handed off to other instances because this one held more than its share",
+            )?,
         };
         registry.register(Box::new(metrics.active.clone()))?;
         registry.register(Box::new(metrics.sent.clone()))?;
@@ -76,6 +99,7 @@ impl StreamMetrics {
         registry.register(Box::new(metrics.acquisitions.clone()))?;
         registry.register(Box::new(metrics.lost.clone()))?;
         registry.register(Box::new(metrics.refresh.clone()))?;
+        registry.register(Box::new(metrics.rebalanced.clone()))?;
         Ok(metrics)
     }
 }
@@ -85,6 +109,8 @@ impl StreamMetrics {
 enum End {
     LockLost(String),
     Unbound,
+    /// Handed off to another instance; the lock is already released.
+    Rebalance,
     /// The instance stops; the refresher has released (or is releasing) the lock.
     Shutdown,
 }
@@ -102,6 +128,11 @@ pub struct Settings {
     pub lock_refresh: Duration,
     pub release_on_disconnect: bool,
     pub max_connections: usize,
+    /// This instance's name in the fleet (the pod name).
+    pub host: String,
+    pub rebalance: bool,
+    pub rebalance_period: Duration,
+    pub rebalance_tolerance: Tolerance,
 }
 
 /// Why a stream was not opened.
@@ -119,6 +150,15 @@ pub enum Refusal {
     Lock(#[from] crate::locks::AcquireError),
     #[error("the service is shutting down")]
     ShuttingDown,
+    #[error("this instance holds more than its share of the streams; another one takes this stream")]
+    Rebalancing { retry_after: Duration },
+}
+
+/// After a hand-off: refuse new streams while holding `target` or more, until `until`.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    target: usize,
+    until: Instant,
 }
 
 /// The open streams of this instance.
@@ -134,6 +174,8 @@ pub struct Sessions {
     shutdown: CancellationToken,
     /// Releases still running, awaited before the process exits.
     releases: TaskTracker,
+    rebalancer: Mutex<Rebalancer>,
+    drain: Mutex<Option<Drain>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -158,10 +200,12 @@ impl Sessions {
             locks,
             base,
             feed,
-            settings,
             metrics,
             shutdown,
             releases: TaskTracker::new(),
+            rebalancer: Mutex::new(Rebalancer::new(settings.rebalance_tolerance)),
+            drain: Mutex::new(None),
+            settings,
         })
     }
 
@@ -170,8 +214,7 @@ impl Sessions {
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
-        // The map stays consistent even if a holder panicked: every change is one insert/remove.
-        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.held)
     }
 
     /// Admits a stream: the pair is bound, there is room, the lock is ours. Nothing is
@@ -179,6 +222,9 @@ impl Sessions {
     pub async fn open(self: &Arc<Self>, user: UserId, profile: ProfileId) -> Result<OpenStream, Refusal> {
         if self.shutdown.is_cancelled() {
             return Err(Refusal::ShuttingDown);
+        }
+        if self.draining() {
+            return Err(Refusal::Rebalancing { retry_after: DRAINING_RETRY });
         }
         let started = Instant::now();
         match self.base.binding(profile, user).await? {
@@ -230,12 +276,18 @@ impl Sessions {
         let mut ticks = tokio::time::interval(self.settings.lock_refresh);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
+        // The first tick is at once: the instance joins the fleet as it starts.
+        let mut rebalance = tokio::time::interval(self.settings.rebalance_period);
+        rebalance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = ticks.tick() => self.refresh_all().await,
+                _ = rebalance.tick() => self.rebalance().await,
                 () = self.shutdown.cancelled() => break,
             }
         }
+        // Out of the fleet first, so that no instance counts this one's streams as placed.
+        self.locks.withdraw(&self.settings.host).await;
         // Every lock is released here, and awaited, so the pairs can move to another replica
         // at once; a stream's own guard could only spawn the release, and a spawned task does
         // not outlive the runtime when the process exits.
@@ -276,6 +328,66 @@ impl Sessions {
                 }
             })
             .await;
+    }
+
+    /// Publishes this instance's open streams and, when it holds more than its share of the
+    /// fleet's for long enough, hands the excess off.
+    async fn rebalance(self: &Arc<Self>) {
+        let own = self.held().len() as u64;
+        let ttl = self.settings.rebalance_period * FLEET_ENTRY_PERIODS;
+        let fleet = match self.locks.publish(&self.settings.host, own, ttl).await {
+            Ok(fleet) => fleet,
+            Err(e) => {
+                tracing::warn!(error = %e, "open streams not published; no rebalancing this period");
+                return;
+            }
+        };
+        if !self.settings.rebalance {
+            return;
+        }
+        let decision = lock(&self.rebalancer).tick(own, fleet.values().copied());
+        if decision.hand_off > 0 {
+            tracing::info!(own, fair = decision.fair, hand_off = decision.hand_off, ?fleet, "rebalancing");
+            self.hand_off(decision.hand_off as usize, decision.fair as usize).await;
+        }
+    }
+
+    /// Ends `count` streams with `event: rebalance`, their locks and markers released first.
+    /// The streams opened last go: the ones that arrived while this instance already had more
+    /// than its share.
+    async fn hand_off(self: &Arc<Self>, count: usize, fair: usize) {
+        // Until the next tick that may decide (the one after is quiet): long enough for the moved
+        // clients' retries to find the other instances, short enough not to outlive the view.
+        let until = Instant::now() + self.settings.rebalance_period * 2;
+        *lock(&self.drain) = Some(Drain { target: fair, until });
+        let moving: Vec<Held> = {
+            let mut held = self.held();
+            let mut ids: Vec<u64> = held.keys().copied().collect();
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            ids.into_iter().take(count).filter_map(|id| held.remove(&id)).collect()
+        };
+        let started = Instant::now();
+        futures::future::join_all(moving.iter().map(|held| self.locks.release(&held.lease))).await;
+        let released_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.metrics.rebalanced.inc_by(moving.len() as u64);
+        tracing::info!(streams = moving.len(), fair, released_ms, "handed streams off");
+        for held in moving {
+            let _ = held.end.send(End::Rebalance);
+        }
+    }
+
+    /// Whether this instance refuses new streams: it handed some off less than two periods ago
+    /// and still holds its fair share or more.
+    fn draining(&self) -> bool {
+        let mut drain = lock(&self.drain);
+        match *drain {
+            Some(Drain { until, .. }) if Instant::now() >= until => {
+                *drain = None;
+                false
+            }
+            Some(Drain { target, .. }) => self.held().len() >= target,
+            None => false,
+        }
     }
 
     /// Ends stream `id` if it is still open; `true` when it was.
@@ -372,6 +484,7 @@ impl OpenStream {
                                     "unbound",
                                     &json!({ "reason": "the user is no longer in the profile, or the profile is gone" }),
                                 ),
+                                Ok(End::Rebalance) => rebalance_frame(),
                                 Ok(End::Shutdown) => shutdown_frame(),
                                 Err(_) => return None,
                             };
@@ -408,9 +521,24 @@ impl OpenStream {
     }
 }
 
+/// `retry:` too, so that EventSource clients come back as soon as the others.
+fn rebalance_frame() -> Bytes {
+    let data = json!({
+        "reason": "this instance holds more than its share of the streams; reconnect, another one takes this stream",
+        "reconnect_after_ms": REBALANCE_RETRY.as_millis() as u64,
+    });
+    Bytes::from(format!("retry: {}\nevent: rebalance\ndata: {data}\n\n", REBALANCE_RETRY.as_millis()))
+}
+
 fn shutdown_frame() -> Bytes {
     feed::control(
         "shutdown",
         &json!({ "reason": "this instance is shutting down; reconnect", "reconnect_after_ms": RECONNECT_AFTER.as_millis() as u64 }),
     )
+}
+
+/// A std mutex held for a few instructions, never across an await; a panic while holding one
+/// leaves its value whole (every change is one assignment).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

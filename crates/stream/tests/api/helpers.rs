@@ -9,7 +9,7 @@ use kubescaler_base::cassandra::CassandraConfig;
 use kubescaler_shared::base_client::BaseClientConfig;
 use kubescaler_shared::config::RedisArgs;
 pub use kubescaler_testkit::{
-    Http, RedisServer, Running, common_args, error_code, require_cassandra, require_redis,
+    Http, Nginx, RedisServer, Running, common_args, error_code, free_port, require_cassandra, require_redis,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -45,6 +45,10 @@ pub fn stream_config(base: &Running, redis_urls: Vec<String>) -> kubescaler_stre
         stream_sndbuf: 65_536,
         max_connections: 1_000,
         hostname: "stream-test".into(),
+        // Off unless a test is about it: instances of concurrent tests share a Redis.
+        rebalance: false,
+        rebalance_period: None,
+        rebalance_tolerance: Default::default(),
         common: common_args(),
     }
 }

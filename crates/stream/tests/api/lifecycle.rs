@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kubescaler_shared::{ProfileId, UserId, keys};
-use kubescaler_stream::locks::{AcquireError, Lease, PairLocks, RedisLocks};
+use kubescaler_stream::locks::{AcquireError, Fleet, Lease, PairLocks, RedisLocks};
 use kubescaler_stream::sessions::Refusal;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -240,6 +240,12 @@ impl PairLocks for ShutdownDuringAcquire {
     }
     async fn release(&self, lease: &Lease) {
         self.inner.release(lease).await
+    }
+    async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, String> {
+        self.inner.publish(host, streams, ttl).await
+    }
+    async fn withdraw(&self, host: &str) {
+        self.inner.withdraw(host).await
     }
 }
 

@@ -6,3 +6,4 @@ mod admission;
 mod helpers;
 mod lifecycle;
 mod processes;
+mod rebalance;

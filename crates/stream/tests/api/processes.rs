@@ -1,15 +1,25 @@
 //! stream as a real process: what SIGTERM (a scale-down) and SIGKILL (a crash) do to its pairs.
 
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use kubescaler_testkit::free_port;
 use reqwest::StatusCode;
 use tokio::process::{Child, Command};
 
 use crate::helpers::*;
 
 async fn stream_process(base: &Running, redis: &str) -> (Child, Http) {
+    let (child, http, _) = stream_process_with(base, redis, &[("REBALANCE", "false")]).await;
+    (child, http)
+}
+
+/// The stream binary as a child process with the tests' settings and `env` on top; ready.
+pub async fn stream_process_with(
+    base: &Running,
+    redis: &str,
+    env: &[(&str, &str)],
+) -> (Child, Http, SocketAddr) {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_stream"))
         .env("PORT", port.to_string())
@@ -22,21 +32,23 @@ async fn stream_process(base: &Running, redis: &str) -> (Child, Http) {
         .env("STREAM_MESSAGE_BYTES", "2000")
         .env("SHUTDOWN_GRACE", "5s")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let http = Http::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let http = Http::new(addr);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !http.client.get(http.url("/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
         assert!(Instant::now() < deadline, "stream process not ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    (child, http)
+    (child, http, addr)
 }
 
-fn signal(child: &Child, name: &str) {
+pub fn signal(child: &Child, name: &str) {
     let pid = child.id().unwrap().to_string();
     let status = std::process::Command::new("kill").args([name, &pid]).status().unwrap();
     assert!(status.success());

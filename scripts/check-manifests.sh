@@ -45,15 +45,16 @@ PY
 done
 
 # The checks must be able to fail: a copy with a broken metric chain, a buffered stream path,
-# an init container waiting for a Service that does not exist and one copying with `cp -a` as
-# non-root has to be refused.
+# an init container waiting for a Service that does not exist, one copying with `cp -a` as
+# non-root and a stream path with cookie affinity has to be refused.
 sed -e 's/name: connections$/name: connection/' -e 's/proxy-buffering: "off"/proxy-buffering: "on"/' \
   -e 's/nc -z -w 2 redis 6379/nc -z -w 2 no-such-service 6379/' -e 's|cp -R /etc/cassandra|cp -a /etc/cassandra|' \
+  -e 's|nginx.ingress.kubernetes.io/proxy-read-timeout: "3600"|nginx.ingress.kubernetes.io/affinity: cookie|' \
   "$work/minikube.yaml" >"$work/broken.yaml"
 if "$VENV/bin/python" scripts/check_manifests.py "$work/broken.yaml" "$ROOT" >"$work/broken.out"; then
   echo "the wiring checks accepted deliberately broken manifests" >&2
   status=1
-elif [ "$(grep -c '^  - ' "$work/broken.out")" -lt 5 ]; then
+elif [ "$(grep -c '^  - ' "$work/broken.out")" -lt 6 ]; then
   cat "$work/broken.out" >&2
   echo "the wiring checks missed some of the deliberate breakages" >&2
   status=1

@@ -122,8 +122,12 @@ def main() -> int:
             problems.append(f"ingress {ing['metadata']['name']}: rewrites paths, which only ingress-nginx would do")
     stream_ingress = [i for i in by_kind("Ingress") if any(p["backend"]["service"]["name"] == "stream" for r in i["spec"]["rules"] for p in r["http"]["paths"])]
     for ing in stream_ingress:
-        if ing["metadata"].get("annotations", {}).get("nginx.ingress.kubernetes.io/proxy-buffering") != "off":
+        annotations = ing["metadata"].get("annotations", {})
+        if annotations.get("nginx.ingress.kubernetes.io/proxy-buffering") != "off":
             problems.append(f"ingress {ing['metadata']['name']}: the stream path must not be buffered")
+        # A stream handed off to rebalance must be free to land on another pod.
+        if any("affinity" in k or "session-cookie" in k or "sticky" in k for k in annotations):
+            problems.append(f"ingress {ing['metadata']['name']}: the stream path must not pin clients to a pod")
 
     # No cluster-admin anywhere.
     for b in by_kind("ClusterRoleBinding") + by_kind("RoleBinding"):

@@ -4,10 +4,12 @@
 //! Pairs come from `/main/profiles` (every user of every profile) or a file of `user profile`
 //! lines. N streams open at R per second, are held for D, optionally read slowly, and the run
 //! stops by itself with a summary (text, or JSON with `--json`). More streams than pairs meet
-//! 409s: that is the lock doing its job, and the summary says so. A stream told `shutdown`
-//! (its instance scaling down) reconnects, as the test agent page does; the summary says how
-//! long each move took and where the streams are (the `host` of their events). Ctrl-C or
-//! SIGTERM ends the run early, with the summary.
+//! 409s: that is the lock doing its job, and the summary says so. A stream told `rebalance`
+//! (its instance holds more than its share) or `shutdown` (its instance stops) reconnects after
+//! the time the event gives, as the test agent page does, and a refusal that gives a retry time
+//! (503 from an instance draining or stopping) is retried; the summary says how long each move
+//! took and where the streams are (the `host` of their events). Ctrl-C or SIGTERM ends the run
+//! early, with the summary.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -56,21 +58,37 @@ struct Counters {
     bytes: AtomicU64,
     messages: AtomicU64,
     gaps: AtomicU64,
-    reconnects: AtomicU64,
+    after_shutdown: AtomicU64,
+    after_rebalance: AtomicU64,
+    /// 503s with a retry time (an instance draining to its share, or stopping), retried.
+    retried: AtomicU64,
+    /// 409s met coming back after a `rebalance` or `shutdown`: the lock was not let go first.
+    conflicts_on_return: AtomicU64,
     lock_lost: AtomicU64,
     unbound: AtomicU64,
     /// Open streams per `host` (the instance that serves them).
     hosts: Mutex<BTreeMap<String, u64>>,
-    /// Streams that moved after a `shutdown`: from, to, and the time from the event to the
-    /// first message of the new stream.
+    /// Streams that moved after a `rebalance` or `shutdown`: from, to, why, and the time from
+    /// the event to the first message of the new stream.
     moves: Mutex<Vec<Move>>,
+    /// Fresh opens (not moves): microseconds from the request to the first message.
+    first_events: Mutex<Vec<u64>>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 struct Move {
     from: String,
     to: String,
+    why: &'static str,
     ms: u64,
+}
+
+/// A stream on its way to another instance: where it was, why it left, since when.
+#[derive(Debug)]
+struct Leaving {
+    from: String,
+    why: &'static str,
+    since: Instant,
 }
 
 impl Counters {
@@ -156,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
                 rate / 1e6,
                 if open > 0 { rate / open as f64 / 1e3 } else { 0.0 },
                 get(&counters.gaps),
-                get(&counters.reconnects),
+                get(&counters.after_shutdown) + get(&counters.after_rebalance),
                 counters.spread(),
             );
         }
@@ -170,6 +188,12 @@ async fn main() -> anyhow::Result<()> {
     let moves = counters.moves.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let mut move_ms: Vec<u64> = moves.iter().map(|m| m.ms).collect();
     move_ms.sort_unstable();
+    let mut first_events = counters.first_events.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    first_events.sort_unstable();
+    let percentile = |p: f64| {
+        let at = ((first_events.len() as f64 * p) as usize).min(first_events.len().saturating_sub(1));
+        first_events.get(at).map(|us| *us as f64 / 1000.0)
+    };
     let hosts_seen: Vec<String> =
         counters.hosts.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
     let summary = serde_json::json!({
@@ -185,10 +209,14 @@ async fn main() -> anyhow::Result<()> {
         "gaps_in_seq": get(&counters.gaps),
         "bytes": get(&counters.bytes),
         "mb_per_s": get(&counters.bytes) as f64 / seconds / 1e6,
-        "reconnects_after_shutdown": get(&counters.reconnects),
+        "reconnects_after_shutdown": get(&counters.after_shutdown),
+        "reconnects_after_rebalance": get(&counters.after_rebalance),
+        "refused_and_retried_503": get(&counters.retried),
+        "refused_locked_409_on_return": get(&counters.conflicts_on_return),
         "moves": moves,
         "move_ms_median": move_ms.get(move_ms.len() / 2),
         "move_ms_max": move_ms.last(),
+        "first_event_ms": { "p50": percentile(0.5), "p99": percentile(0.99), "max": percentile(1.0) },
         "hosts": hosts_seen,
         "lock_lost": get(&counters.lock_lost),
         "unbound": get(&counters.unbound),
@@ -219,13 +247,19 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         println!(
-            "errors {}, reconnects after a shutdown {}, ended by lock loss {}, by unbinding {}",
-            summary["errors"], summary["reconnects_after_shutdown"], summary["lock_lost"], summary["unbound"]
+            "errors {}, reconnects after a rebalance {} and after a shutdown {} ({} of them refused with 409 on return, {} 503s retried), ended by lock loss {}, by unbinding {}",
+            summary["errors"],
+            summary["reconnects_after_rebalance"],
+            summary["reconnects_after_shutdown"],
+            summary["refused_locked_409_on_return"],
+            summary["refused_and_retried_503"],
+            summary["lock_lost"],
+            summary["unbound"]
         );
         println!("served by {}", hosts_seen.join(", "));
         if let (Some(median), Some(max)) = (move_ms.get(move_ms.len() / 2), move_ms.last()) {
             println!(
-                "{} streams moved to another instance after a shutdown, streaming again within {median} ms (median), {max} ms (max)",
+                "{} streams moved to another instance, streaming again within {median} ms (median), {max} ms (max)",
                 moves.len()
             );
         }
@@ -291,13 +325,30 @@ struct Ended {
     event: Option<String>,
     /// The instance that served it, once its first message arrived.
     host: Option<String>,
+    /// When to come back, as the final event said (`reconnect_after_ms`, or its `retry:`).
+    retry: Option<Duration>,
 }
 
-/// One stream, until the run stops it; reconnects after a `shutdown` event.
+/// What a refusal says about trying again: `retry_after_ms` of the JSON answer, or its
+/// `Retry-After` header.
+async fn retry_after(response: reqwest::Response) -> Option<Duration> {
+    let header = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    body["retry_after_ms"].as_u64().map(Duration::from_millis).or(header)
+}
+
+/// One stream, until the run stops it. It comes back after a `rebalance` or `shutdown`, and
+/// retries a 503 that says when; a 409 ends it, unless it meets one coming back (counted: the
+/// service releases a moved stream's lock before telling it to go).
 async fn stream(http: &reqwest::Client, url: &str, counters: &Counters, read_rate: Option<u64>) {
-    // Set by a `shutdown`: where the stream was and when it was told to leave.
-    let mut moving: Option<(String, Instant)> = None;
+    let mut leaving: Option<Leaving> = None;
     loop {
+        let requested = Instant::now();
         let response = match http.get(url).header("accept", "text/event-stream").send().await {
             Ok(r) => r,
             Err(_) => {
@@ -305,29 +356,44 @@ async fn stream(http: &reqwest::Client, url: &str, counters: &Counters, read_rat
                 return;
             }
         };
-        match response.status().as_u16() {
-            200 => {}
-            409 => {
-                counters.conflicts.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            _ => {
+        let status = response.status().as_u16();
+        if status != 200 {
+            let retry = match status {
+                409 if leaving.is_none() => {
+                    counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                409 => {
+                    counters.conflicts_on_return.fetch_add(1, Ordering::Relaxed);
+                    retry_after(response).await
+                }
+                503 => retry_after(response).await.inspect(|_| {
+                    counters.retried.fetch_add(1, Ordering::Relaxed);
+                }),
+                _ => None,
+            };
+            let Some(wait) = retry else {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
                 return;
-            }
+            };
+            tokio::time::sleep(wait).await;
+            continue;
         }
         counters.opened.fetch_add(1, Ordering::Relaxed);
         counters.open.fetch_add(1, Ordering::Relaxed);
-        let ended = read(response, counters, read_rate, moving.take()).await;
+        let ended = read(response, counters, read_rate, requested, leaving.take()).await;
         counters.open.fetch_sub(1, Ordering::Relaxed);
         if let Some(host) = &ended.host {
             counters.host_closed(host);
         }
-        match ended.event.as_deref() {
+        let why = match ended.event.as_deref() {
+            Some("rebalance") => {
+                counters.after_rebalance.fetch_add(1, Ordering::Relaxed);
+                "rebalance"
+            }
             Some("shutdown") => {
-                counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                moving = Some((ended.host.unwrap_or_default(), Instant::now()));
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                counters.after_shutdown.fetch_add(1, Ordering::Relaxed);
+                "shutdown"
             }
             Some("lock-lost") => {
                 counters.lock_lost.fetch_add(1, Ordering::Relaxed);
@@ -338,17 +404,21 @@ async fn stream(http: &reqwest::Client, url: &str, counters: &Counters, read_rat
                 return;
             }
             _ => return,
-        }
+        };
+        leaving = Some(Leaving { from: ended.host.unwrap_or_default(), why, since: Instant::now() });
+        tokio::time::sleep(ended.retry.unwrap_or(Duration::from_millis(500))).await;
     }
 }
 
-/// Reads events until a final event or the end of the body. `moving` is where the stream was
-/// before a `shutdown` sent it here, and since when: its first message completes the move.
+/// Reads events until a final event or the end of the body. `leaving` is where the stream was
+/// before a `rebalance` or `shutdown` sent it here: its first message completes the move; on a
+/// fresh open, the time from `requested` to the first message is recorded.
 async fn read(
     response: reqwest::Response,
     counters: &Counters,
     read_rate: Option<u64>,
-    mut moving: Option<(String, Instant)>,
+    requested: Instant,
+    mut leaving: Option<Leaving>,
 ) -> Ended {
     let opened = Instant::now();
     let mut body = response.bytes_stream();
@@ -358,7 +428,7 @@ async fn read(
     let mut host: Option<String> = None;
     loop {
         let Some(Ok(chunk)) = body.next().await else {
-            return Ended { event: None, host };
+            return Ended { event: None, host, retry: None };
         };
         total += chunk.len() as u64;
         counters.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -366,7 +436,7 @@ async fn read(
         while let Some(at) = buffer.find("\n\n") {
             let event: String = buffer.drain(..at + 2).collect();
             if let Some(name) = event.lines().find_map(|l| l.strip_prefix("event: ")) {
-                return Ended { event: Some(name.to_owned()), host };
+                return Ended { event: Some(name.to_owned()), host, retry: retry_of(&event) };
             }
             if let Some(seq) =
                 event.lines().find_map(|l| l.strip_prefix("id: ")).and_then(|s| s.parse::<u64>().ok())
@@ -379,14 +449,18 @@ async fn read(
                 if host.is_none() {
                     let here = host_of(&event).unwrap_or_default();
                     counters.host_opened(&here);
-                    if let Some((from, since)) = moving.take() {
+                    if let Some(Leaving { from, why, since }) = leaving.take() {
                         let ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
                         let to = here.clone();
                         counters.moves.lock().unwrap_or_else(PoisonError::into_inner).push(Move {
                             from,
                             to,
+                            why,
                             ms,
                         });
+                    } else {
+                        let us = u64::try_from(requested.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        counters.first_events.lock().unwrap_or_else(PoisonError::into_inner).push(us);
                     }
                     host = Some(here);
                 }
@@ -399,6 +473,18 @@ async fn read(
     }
 }
 
+/// When a final event asks its client to come back: its data's `reconnect_after_ms`, else its
+/// `retry:` field.
+fn retry_of(event: &str) -> Option<Duration> {
+    event
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .and_then(|data| serde_json::from_str::<serde_json::Value>(data).ok())
+        .and_then(|data| data["reconnect_after_ms"].as_u64())
+        .or_else(|| event.lines().find_map(|l| l.strip_prefix("retry: ")?.parse().ok()))
+        .map(Duration::from_millis)
+}
+
 /// The `host` of a message event: its data is `{"host":"…",…}`, and only the host is decoded
 /// (the rest is tens of kilobytes of random data).
 fn host_of(event: &str) -> Option<String> {
@@ -409,7 +495,20 @@ fn host_of(event: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::host_of;
+    use std::time::Duration;
+
+    use super::{host_of, retry_of};
+
+    #[test]
+    fn a_final_event_says_when_to_come_back() {
+        let rebalance =
+            "retry: 250\nevent: rebalance\ndata: {\"reason\":\"busy\",\"reconnect_after_ms\":250}\n\n";
+        assert_eq!(retry_of(rebalance), Some(Duration::from_millis(250)));
+        let shutdown = "event: shutdown\ndata: {\"reason\":\"stopping\",\"reconnect_after_ms\":500}\n\n";
+        assert_eq!(retry_of(shutdown), Some(Duration::from_millis(500)));
+        assert_eq!(retry_of("retry: 300\nevent: x\ndata: {}\n\n"), Some(Duration::from_millis(300)));
+        assert_eq!(retry_of("event: lock-lost\ndata: {\"reason\":\"gone\"}\n\n"), None);
+    }
 
     #[test]
     fn the_host_is_read_from_a_message_without_decoding_the_rest() {

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# The test agent page in headless Chromium against the all-in-one process (no backing
-# servers needed). Installs Debian's chromium and the pinned playwright-core when missing.
-#   scripts/browser-test.sh           (SCREENSHOT=docs/agent-page.png refreshes the README's picture)
+# The test agent page in headless Chromium. Installs Debian's chromium and the pinned
+# playwright-core when missing.
+#   scripts/browser-test.sh             against the all-in-one process (no backing servers
+#                                       needed; SCREENSHOT=docs/agent-page.png refreshes the
+#                                       README's picture)
+#   scripts/browser-test.sh rebalance   two instances behind nginx on the real Cassandra and
+#                                       Redis (`scripts/services.sh up` first): the page is
+#                                       handed off and carries on from the other instance
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -14,4 +19,10 @@ fi
 command -v node >/dev/null || { echo "node not found: the browser test runs on Node.js 20" >&2; exit 1; }
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 cargo build --locked -q -p kubescaler
-KUBESCALER_BIN="$ROOT/target/debug/kubescaler" node --test tests/browser/
+case "${1:-agent}" in
+  agent) KUBESCALER_BIN="$ROOT/target/debug/kubescaler" node --test tests/browser/agent.test.mjs ;;
+  rebalance)
+    command -v nginx >/dev/null || { echo "nginx not found: scripts/services.sh up installs it" >&2; exit 1; }
+    KUBESCALER_BIN="$ROOT/target/debug/kubescaler" node --test tests/browser/rebalance.test.mjs ;;
+  *) echo "usage: scripts/browser-test.sh [agent|rebalance]" >&2; exit 2 ;;
+esac

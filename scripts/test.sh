@@ -4,8 +4,9 @@
 #
 #   scripts/test.sh
 #
-# Phases: toolchain, fmt, manifests, clippy, the all-in-one's tests (before any backing
-# service runs), services (Redis, Cassandra), the workspace's tests, the scaling chain (nginx +
+# Phases: toolchain, fmt, manifests, clippy, the all-in-one's tests and the browser test
+# (before any backing service runs), services (Redis, Cassandra), the workspace's tests, the
+# browser test of rebalancing (two instances behind nginx), the scaling chain (nginx +
 # Prometheus + two stream instances). Each prints its time.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -85,6 +86,10 @@ summary=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^pass
 rm -f "$tests_log"
 [ "$rc" = 0 ] || exit "$rc"
 done_phase tests
+
+phase "browser (rebalancing behind nginx, on Cassandra and Redis)"
+scripts/browser-test.sh rebalance
+done_phase "browser (rebalancing behind nginx, on Cassandra and Redis)"
 
 phase "scaling chain"
 scripts/scaling-chain.sh

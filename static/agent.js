@@ -1,6 +1,7 @@
 // The test agent: streams /stream/{user}/{profile} with fetch (not EventSource, which cannot
 // read why a request was refused), shows live counters, and says plainly why it is not
-// streaming. Reconnects after a shutdown, a lost lock or a dropped connection.
+// streaming. Reconnects at once when its instance hands the stream off (rebalance) or stops
+// (shutdown), and after a lost lock or a dropped connection; counts its reconnects.
 "use strict";
 
 const [, , user, profile] = location.pathname.split("/");
@@ -9,7 +10,7 @@ const $ = (id) => document.getElementById(id);
 $("user").textContent = user;
 $("profile").textContent = profile;
 
-const totals = { messages: 0, bytes: 0, gaps: 0 };
+const totals = { messages: 0, bytes: 0, gaps: 0, reconnects: 0 };
 let lastSeq = null;
 let window_ = { messages: 0, bytes: 0 };
 
@@ -55,6 +56,7 @@ setInterval(() => {
   $("kbits").textContent = Math.round((window_.bytes * 8) / 1000).toLocaleString();
   $("count").textContent = totals.messages.toLocaleString();
   $("gaps").textContent = totals.gaps.toLocaleString();
+  $("reconnects").textContent = totals.reconnects.toLocaleString();
   window_ = { messages: 0, bytes: 0 };
 }, 1000);
 
@@ -85,10 +87,21 @@ async function* events(response) {
   }
 }
 
+// Back on the stream after `ms`, counted: the service asked for it (it moved or stopped).
+function reconnect(ms, text) {
+  totals.reconnects += 1;
+  status(text, "wait");
+  setTimeout(connect, ms);
+}
+
 async function refused(response) {
   const body = await response.json().catch(() => ({}));
   const why = body.message || response.statusText;
   const retryAfter = Number(response.headers.get("Retry-After")) || 5;
+  // An instance draining to its share, or stopping: another one takes the stream, at once.
+  if (response.status === 503 && (body.error === "rebalancing" || body.error === "shutting_down")) {
+    return reconnect(body.retry_after_ms || 200, `This instance is ${body.error.replace("_", " ")}; trying another…`);
+  }
   switch (response.status) {
     case 409:
       // The lock outlives a closed tab by up to its TTL; Retry-After says when it expires.
@@ -127,8 +140,9 @@ async function connect() {
         case "unbound":
           return status(`Not bound any more: ${data.reason}.`, "bad");
         case "shutdown":
-          status("This instance is shutting down; reconnecting to another…", "wait");
-          return setTimeout(connect, data.reconnect_after_ms || 500);
+          return reconnect(data.reconnect_after_ms || 500, "This instance is shutting down; reconnecting to another…");
+        case "rebalance":
+          return reconnect(data.reconnect_after_ms || 250, "This instance hands the stream to a less busy one; reconnecting…");
       }
     }
   } catch (e) {

@@ -9,7 +9,7 @@ cd "$ROOT"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 scripts/services.sh up
-for bench in base main stream allinone; do
+for bench in base main stream rebalance allinone; do
   echo "==> bench-$bench" >&2
   BENCH_OUT="$out/$bench.md" "scripts/bench-$bench.sh" >"$out/$bench.log" 2>&1 || {
     tail -n 30 "$out/$bench.log" >&2
@@ -59,6 +59,17 @@ memory per connection, age of the newest message read); lock churn through strea
 (acquire + marker + release, three commands) beside \`redis-benchmark SET NX PX\`.
 
 $(section stream)
+
+## stream: rebalancing (\`scripts/bench-rebalance.sh\`)
+
+1,000 streams (1,000 B every 100 ms) on one stream instance behind nginx; a second instance
+starts (both with a 1 s \`REBALANCE_PERIOD\`) and the first hands half off. Per moved stream,
+from its \`rebalance\` event to streaming again (reconnected through nginx, first message),
+beside the same client's time from request to first message on a fresh open plus the 250 ms
+the event asks to wait — the floor of any move; the first instance's time to release the locks
+of a hand-off (its log); the stream-seconds without messages over all moves.
+
+$(section rebalance)
 
 ## all-in-one (\`scripts/bench-allinone.sh\`)
 

@@ -14,7 +14,7 @@
 #
 #   --overlay        the overlay under k8s/overlays to deploy (default minikube)
 #   --keep           leave the suite (and a cluster this run started) running afterwards
-#   --streams        streams of the load on stream (default 16: ceil(16/5) = 4 replicas)
+#   --streams        streams of the load on stream (default 30: min(5, ceil(30/5)) = 5 replicas)
 #   --ingress-from   where the Ingress controller runs, for the NetworkPolicy that admits it
 #                    (the manifests say ingress-nginx; --lab: kube-system/app=traefik)
 #   --ingress-url    the Ingress's address (default: from the Ingress's status)
@@ -31,7 +31,7 @@ CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/kubescaler
 BUILDX_VERSION=v0.20.1
 KEDA_VERSION=v2.17.3  # the KEDA line made for Kubernetes 1.30-1.32
 TAG=e2e
-USE_LAB=0 KEEP=0 OVERLAY=minikube INGRESS_FROM="" INGRESS_URL="" REGISTRY="" STREAMS=16
+USE_LAB=0 KEEP=0 OVERLAY=minikube INGRESS_FROM="" INGRESS_URL="" REGISTRY="" STREAMS=30
 while [ $# -gt 0 ]; do
   case $1 in
     --lab) USE_LAB=1 ;;

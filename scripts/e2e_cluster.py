@@ -11,9 +11,12 @@ Ingress as a user would, and prints one PASS/FAIL line per check:
   init, probes  with Redis stopped, a new stream pod waits in its init containers and running
                 pods turn unready without being restarted; all recover when Redis is back
   hpa-main      CPU load on main takes it 1 -> 3, and back to 1 as its HPA's behavior says
-  hpa-stream    N streams take stream 1 -> ceil(N/5), and back down after the load
+  hpa-stream    N streams take stream 1 -> ceil(N/5) (at most 5), and back down after the load
+  rebalance     after the scale-up, the streams spread over the pods (max/mean <= 1.25 within
+                60 s of the last scale-up), every moved stream streaming again, no 409
   metric-chain  the custom metrics API gives, per pod, the streams open on that pod
   handover      streams of stream pods removed by the scale-down reconnect elsewhere at once
+  keda          the keda overlay's ScaledObject scales stream
 
 A sampler records a timeline meanwhile (replicas, HPA metrics, streams and CPU per pod), written
 as CSV and drawn as PNG.
@@ -144,6 +147,16 @@ def parse_time(stamp: str) -> float:
     return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
 
 
+def open_streams(kube: Kube, pod: str) -> int | None:
+    """A stream pod's own count of its open streams (its gauge), through the API server."""
+    try:
+        text = kube.text(f"/api/v1/namespaces/{NS}/pods/{pod}:8080/proxy/metrics", timeout=3)
+    except (OSError, urllib.error.URLError):
+        return None
+    match = re.search(r"^kubescaler_stream_active_connections(?:\{[^}]*\})? (\S+)$", text, re.M)
+    return int(float(match.group(1))) if match else None
+
+
 def wait_until(what: str, predicate, timeout: float, every: float = 1.0):
     deadline = time.time() + timeout
     last_error = None
@@ -186,7 +199,7 @@ class Ingress:
         parsed = urllib.parse.urlsplit(self.url)
         connection = http.client.HTTPConnection(parsed.hostname, parsed.port or 80, timeout=timeout)
         started = time.time()
-        connection.request("GET", path, headers={"accept": "text/event-stream"})
+        connection.request("GET", path, headers={"accept": "text/event-stream, application/json"})
         response = connection.getresponse()
         if response.status != 200:
             raise RuntimeError(f"GET {path}: {response.status} {response.read(300)!r}")
@@ -265,13 +278,9 @@ class Timeline(threading.Thread):
             if p["status"].get("phase") != "Running" or not p["status"].get("podIP"):
                 continue
             name = p["metadata"]["name"]
-            try:
-                text = kube.text(f"/api/v1/namespaces/{NS}/pods/{name}:8080/proxy/metrics", timeout=3)
-            except (OSError, urllib.error.URLError):
-                continue
-            match = re.search(r"^kubescaler_stream_active_connections(?:\{[^}]*\})? (\S+)$", text, re.M)
-            if match:
-                streams[name] = int(float(match.group(1)))
+            gauge = open_streams(kube, name)
+            if gauge is not None:
+                streams[name] = gauge
         row["streams"] = streams
         custom: dict[str, float] = {}
         try:
@@ -705,6 +714,10 @@ class E2E:
             wait_until("main at 3 Ready replicas", lambda: self.kube.deployment("main")["status"].get("readyReplicas", 0) >= 3, 120, 2)
         except TimeoutError as error:
             log(str(error))
+        try:
+            wait_until("the streams spread over the stream pods", lambda: self.spread() <= 1.25, 120, 2)
+        except TimeoutError as error:
+            log(str(error))
         timeline.mark(f"{background} more streams")
         background_run = self.spawn(
             [str(self.bin / "loadgen"), "--url", self.ingress.url, "--streams", str(background), "--ramp", "4",
@@ -740,9 +753,20 @@ class E2E:
 
         self.check_hpa("main", rows, origin, t_stop, 3, hpas["main"])
         self.check_hpa("stream", rows, origin, t_stop, expected, hpas["stream"], streams)
+        self.check_rebalance(rows, load_summary, hpas["stream"])
         self.check_metric_chain(rows)
         self.check_lag(rows, t_load, streams)
         self.check_handover(background_summary, load_summary)
+
+    def spread(self) -> float:
+        """The most loaded stream pod's open streams over the mean, read from the pods."""
+        counts = [
+            open_streams(self.kube, pod["metadata"]["name"]) or 0
+            for pod in self.kube.pods("stream")
+            if "deletionTimestamp" not in pod["metadata"] and ready(pod)
+        ]
+        mean = sum(counts) / len(counts) if counts else 0.0
+        return max(counts) / mean if mean else float("inf")
 
     # -- the keda overlay: KEDA's ScaledObject instead of the HPA
     def keda(self) -> None:
@@ -898,13 +922,61 @@ class E2E:
             self.figures["hpa_lag"] = f"{hpa - opened:.0f} s"
         self.checks.record("metric-chain: lag from a stream opening to the HPA", ok, detail)
 
+    def check_rebalance(self, rows, load, hpa):
+        """After the last scale-up, the streams spread over the pods: the most loaded pod holds
+        at most 1.25 times the mean, within 60 s; and the HPA holds still meanwhile."""
+        ups = [r["time"] for prev, r in zip(rows, rows[1:]) if r.get("stream_replicas", 0) > prev.get("stream_replicas", 0)]
+        if not ups:
+            return self.checks.record("rebalance: streams spread over the new pods", False, "stream never scaled up")
+        last_up = ups[-1]
+        peak = max(r.get("stream_replicas", 0) for r in rows)
+        spread_at, worst = None, None
+        for r in rows:
+            if r["time"] < last_up:
+                continue
+            live = {pod: n for pod, n in r["streams"].items() if not r["pods"].get(pod, {}).get("terminating")}
+            if len(live) < peak or r.get("stream_ready", 0) < peak:
+                continue
+            mean = sum(live.values()) / len(live)
+            ratio = max(live.values()) / mean if mean else float("inf")
+            if ratio <= 1.25:
+                spread_at, worst = r["time"], live
+                break
+        settled = spread_at is not None and all(
+            r.get("hpa_stream_desired") == peak for r in rows if spread_at <= r["time"] <= spread_at + 30
+        )
+        moves = [m for m in load.get("moves", []) if m["why"] == "rebalance"]
+        ms = sorted(m["ms"] for m in moves)
+        ok = (
+            spread_at is not None and spread_at - last_up <= 60 and settled
+            and load.get("refused_locked_409_on_return") == 0 and load.get("errors") == 0
+            and load.get("open_at_end") == load.get("streams_asked")
+        )
+        self.figures["rebalance"] = (
+            f"spread {spread_at - last_up:.0f} s after the last scale-up" if spread_at else "never spread"
+        ) + f"; {len(moves)} moves, {ms[len(ms) // 2] if ms else '-'} ms median, {ms[-1] if ms else '-'} ms max"
+        self.checks.record(
+            "rebalance: streams spread over the new pods",
+            ok,
+            (f"max/mean <= 1.25 over {peak} pods {spread_at - last_up:.0f} s after the last scale-up "
+             f"({' '.join(f'{pod.rsplit(chr(45), 1)[-1]}={n}' for pod, n in sorted(worst.items()))}); HPA "
+             f"{'held' if settled else 'did NOT hold'} at {peak} for 30 s after"
+             if spread_at else "never within 1.25 of the mean after the last scale-up")
+            + f"; {len(moves)} streams handed off, streaming again after "
+            + (f"{ms[len(ms) // 2]} ms (median), {ms[-1]} ms (max)" if ms else "-")
+            + f"; on return 409 {load.get('refused_locked_409_on_return')}, 503 retried "
+            f"{load.get('refused_and_retried_503')}; errors {load.get('errors')}; open at the end "
+            f"{load.get('open_at_end')}/{load.get('streams_asked')}",
+        )
+
     def check_handover(self, background, load):
-        moves = background.get("moves", [])
+        moves = [m for m in background.get("moves", []) if m["why"] == "shutdown"]
         removed = sorted({m["from"] for m in moves})
         ms = sorted(m["ms"] for m in moves)
         ok = (
             bool(moves)
             and background.get("refused_locked_409") == 0
+            and background.get("refused_locked_409_on_return") == 0
             and background.get("errors") == 0
             and background.get("open_at_end") == background.get("streams_asked")
             and max(ms) < 5000
@@ -991,7 +1063,7 @@ def main() -> int:
     parser.add_argument("--work", required=True)
     parser.add_argument("--kustomization", required=True, help="the overlay to deploy")
     parser.add_argument("--ingress-url", help="default: the address in the stream Ingress's status")
-    parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--streams", type=int, default=30)
     parser.add_argument("--hold", type=float, default=30, help="seconds under full load after the scale-up")
     parser.add_argument("--main-concurrency", type=int, default=4)
     parser.add_argument("--keda-version", default="v2.17.3")

@@ -31,7 +31,7 @@ fn config(dir: &Path) -> Config {
     };
     let mut config = options.into_config().unwrap();
     config.stream.lock_ttl = Duration::from_secs(2);
-    config.stream.lock_refresh = Duration::from_millis(500);
+    config.stream.lock_refresh = Some(Duration::from_millis(500));
     config.stream.stream_interval = Duration::from_millis(50);
     config.stream.stream_message_bytes = 1_000;
     config
@@ -250,5 +250,199 @@ async fn the_binary_starts_fast_and_exits_cleanly_on_sigterm() {
     assert!(status.success());
     let exit = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.unwrap().unwrap();
     assert!(exit.success(), "{exit:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The binary on `port` and `dir` with `args`, its output piped.
+fn spawn_binary(port: u16, dir: &Path, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_kubescaler"))
+        .args(["--port", &port.to_string(), "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("CASSANDRA_NODES")
+        .env_remove("REDIS_URLS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until a process started a moment ago answers `/readyz` with 200.
+async fn wait_process_ready(http: &Http) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !http.client.get(http.url("/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn terminate(mut child: tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+async fn text(http: &Http, path: &str) -> (StatusCode, String) {
+    let response = http.client.get(http.url(path)).send().await.unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn help_lists_the_services_settings() {
+    let output =
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_kubescaler")).arg("--help").output().await.unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for flag in [
+        "--lock-ttl",
+        "--redis-urls",
+        "--cassandra-nodes",
+        "--admin-token",
+        "--stream-interval",
+        "--testdata-concurrency",
+        "--hostname",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from\n{help}");
+    }
+}
+
+/// `--lock-ttl` on the command line is the TTL the streams get: a second stream of a pair is
+/// told to come back within 3 s, not within the default minute. A short TTL alone is enough:
+/// the refresh period follows it.
+#[tokio::test]
+async fn service_settings_given_as_flags_take_effect() {
+    let dir = data_dir("flags");
+    let port = free_port();
+    let child = spawn_binary(port, &dir, &["--lock-ttl", "3s", "--hostname", "box-7"]);
+    let http = Http::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    wait_process_ready(&http).await;
+    assert_eq!(text(&http, "/main/").await, (StatusCode::OK, "box-7".to_owned()));
+
+    http.post("/main/testdata?profiles=2&users_per_profile=2", json!(null)).await;
+    wait_generation(&http).await;
+    let (_, profiles) = http.get("/main/profiles").await;
+    let (u, p) = (profiles[0]["users"][0].as_str().unwrap(), profiles[0]["id"].as_str().unwrap());
+    let (stream, first) = open_stream(&http, u, p).await.unwrap();
+    assert!(first.contains("\"host\":\"box-7\""), "{first}");
+    let (status, _, body) = open_stream(&http, u, p).await.err().unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let retry = body["retry_after_ms"].as_u64().unwrap();
+    assert!(retry <= 3_000, "retry after {retry} ms with a 3 s TTL");
+    drop(stream);
+    terminate(child).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--redis-urls` is not an on/off switch: the suite uses the Redis given, and says so when
+/// it does not answer.
+#[tokio::test]
+async fn given_redis_urls_are_the_ones_used() {
+    let dir = data_dir("redis-urls");
+    let dead = format!("redis://127.0.0.1:{}", free_port());
+    let config = Config::try_parse_from([
+        "kubescaler",
+        "--port",
+        "0",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--redis-urls",
+        &dead,
+        "--redis-timeout",
+        "200ms",
+    ])
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let suite = kubescaler::start(config, shutdown.clone()).await.unwrap();
+    let http = Http::new(std::net::SocketAddr::from(([127, 0, 0, 1], suite.port())));
+    let task = tokio::spawn(suite.run_until_stopped());
+    for path in ["/readyz", "/main/readyz"] {
+        let (status, body) = http.get(path).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {body}");
+        assert_eq!(body["failing"], json!(["redis"]), "{path}: {body}");
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// main is mounted once under `/main`: its root answers the host name, its API is at
+/// `/main/x` and nowhere deeper, and a path it does not serve is a JSON 404 naming that path.
+#[tokio::test]
+async fn main_is_mounted_once_under_main() {
+    let dir = data_dir("routes");
+    let mut config = config(&dir);
+    config.main.hostname = "main-host".into();
+    let suite = start(config).await;
+    let http = &suite.http;
+    for path in ["/main", "/main/"] {
+        assert_eq!(text(http, path).await, (StatusCode::OK, "main-host".to_owned()), "{path}");
+    }
+    let (status, usage) = text(http, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(usage.contains("<html") || usage.contains("<!doctype"), "stream's usage page: {usage}");
+    assert_eq!(http.get("/main/users").await.0, StatusCode::OK);
+    assert_eq!(http.get("/main/readyz").await.0, StatusCode::OK);
+    for path in [
+        "/main/main/users",
+        "/main/actuator/health",
+        "/main/users/x",
+        "/main/a/b/c",
+        "/nowhere",
+        "/main/nowhere",
+    ] {
+        let (status, body) = http.get(path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert_eq!(error_code(&body), "no_route", "{path}");
+        assert_eq!(body["message"], format!("no route for GET {path}"));
+    }
+    suite.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A new user's first minute: with `--demo`, a few lines, the last of them the link to the
+/// test agent; no line per request (the demo's own, main's calls to base).
+#[tokio::test]
+async fn the_demo_ends_its_output_with_the_agent_link() {
+    let dir = data_dir("demo");
+    let port = free_port();
+    let mut child = spawn_binary(port, &dir, &["--demo"]);
+    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    for pipe in [Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>, Box::new(stderr)] {
+        let tx = lines_tx.clone();
+        tokio::spawn(async move {
+            let mut reader = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(pipe));
+            while let Ok(Some(line)) = reader.next_line().await {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let link = format!("http://127.0.0.1:{port}/index/");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.iter().any(|l: &String| l.contains(&link)) {
+        let line = tokio::time::timeout_at(deadline.into(), lines.recv()).await;
+        seen.push(
+            line.unwrap_or_else(|_| panic!("no agent link within 30 s:\n{}", seen.join("\n"))).unwrap(),
+        );
+    }
+    // Whatever comes in the next second would be under the link.
+    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(1), lines.recv()).await {
+        seen.push(line);
+    }
+    let output = seen.join("\n");
+    let last = seen.iter().rev().find(|l| !l.trim().is_empty()).unwrap();
+    assert!(last.contains(&link), "the link is not the last line:\n{output}");
+    assert!(!output.contains("finished processing request"), "request lines:\n{output}");
+    assert!(seen.len() <= 20, "{} lines:\n{output}", seen.len());
+
+    let http = Http::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let agent = last.split_whitespace().find(|w| w.starts_with(&link)).unwrap();
+    let page = http.client.get(agent).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK, "{agent}");
+    terminate(child).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

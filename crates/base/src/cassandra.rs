@@ -38,32 +38,35 @@ const PAGE_SIZE: i32 = 1000;
 pub struct CassandraConfig {
     /// Cassandra contact points, comma-separated `host:port`.
     #[arg(
+        id = "cassandra_nodes",
         long = "cassandra-nodes",
         env = "CASSANDRA_NODES",
+        value_name = "CASSANDRA_NODES",
         value_delimiter = ',',
         default_value = "127.0.0.1:9042"
     )]
     pub nodes: Vec<String>,
 
     /// Keyspace holding the `user` and `profile` tables; created when missing.
-    #[arg(id = "cassandra_keyspace", long = "cassandra-keyspace", env = "CASSANDRA_KEYSPACE", default_value = "kubescaler", value_parser = keyspace_name)]
+    #[arg(id = "cassandra_keyspace", long = "cassandra-keyspace", env = "CASSANDRA_KEYSPACE", value_name = "CASSANDRA_KEYSPACE", default_value = "kubescaler", value_parser = keyspace_name)]
     pub keyspace: String,
 
     /// Replication of the keyspace when base creates it, as a CQL map.
     #[arg(
+        id = "cassandra_replication",
         long = "cassandra-replication",
-        env = "CASSANDRA_REPLICATION",
+        env = "CASSANDRA_REPLICATION", value_name = "CASSANDRA_REPLICATION",
         default_value = "{'class': 'SimpleStrategy', 'replication_factor': 1}",
         value_parser = replication_map
     )]
     pub replication: String,
 
     /// Time allowed to open a connection to a node.
-    #[arg(id = "cassandra_connect_timeout", long = "cassandra-connect-timeout", env = "CASSANDRA_CONNECT_TIMEOUT", value_parser = kubescaler_shared::config::duration, default_value = "5s")]
+    #[arg(id = "cassandra_connect_timeout", long = "cassandra-connect-timeout", env = "CASSANDRA_CONNECT_TIMEOUT", value_name = "CASSANDRA_CONNECT_TIMEOUT", value_parser = kubescaler_shared::config::duration, default_value = "5s")]
     pub connect_timeout: Duration,
 
     /// Client-side timeout of one query (all its retries included).
-    #[arg(id = "cassandra_request_timeout", long = "cassandra-request-timeout", env = "CASSANDRA_REQUEST_TIMEOUT", value_parser = kubescaler_shared::config::duration, default_value = "5s")]
+    #[arg(id = "cassandra_request_timeout", long = "cassandra-request-timeout", env = "CASSANDRA_REQUEST_TIMEOUT", value_name = "CASSANDRA_REQUEST_TIMEOUT", value_parser = kubescaler_shared::config::duration, default_value = "5s")]
     pub request_timeout: Duration,
 }
 

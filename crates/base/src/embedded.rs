@@ -198,8 +198,14 @@ impl Store for EmbeddedStore {
     }
 
     async fn delete_all_users(&self) -> StoreResult<()> {
-        self.write(|tx| tx.delete_table(USERS).map(drop).map_err(internal)).await?;
-        self.write(|tx| tx.open_table(USERS).map(drop).map_err(internal)).await
+        // Dropped and recreated in one transaction: a reader sees the old table or the new,
+        // empty one, never none.
+        self.write(|tx| {
+            tx.delete_table(USERS).map_err(internal)?;
+            tx.open_table(USERS).map_err(internal)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn list_profiles(&self) -> StoreResult<Vec<Profile>> {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use clap::Parser;
-use kubescaler_shared::config::CommonArgs;
+use kubescaler_shared::config::{CommonArgs, DEFAULT_HOSTNAME};
 use kubescaler_shared::http::{HttpMetrics, Readiness, Service, service_router};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +41,10 @@ pub struct Config {
     #[command(flatten)]
     pub cassandra: CassandraConfig,
 
+    /// This instance's name, which `GET /` answers: the pod name under Kubernetes.
+    #[arg(long, env = "HOSTNAME", default_value = DEFAULT_HOSTNAME)]
+    pub hostname: String,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -48,19 +52,20 @@ pub struct Config {
 /// The full HTTP surface of base over any store: API plus `/livez`, `/readyz`, `/metrics`.
 pub fn app(
     store: Arc<dyn Store>,
+    hostname: &str,
     shutdown: CancellationToken,
     registry: Registry,
 ) -> Result<Router, prometheus::Error> {
     let metrics = HttpMetrics::new(registry, "base")?;
     let readiness = Readiness::new(shutdown).with_probe(Arc::new(StoreProbe(store.clone())));
-    Ok(service_router(routes::router(store), readiness, metrics))
+    Ok(service_router(routes::router(store, hostname), readiness, metrics))
 }
 
 /// base ready to serve. Binds the port and starts connecting to Cassandra in the background;
 /// does not wait for Cassandra, so base is alive (and not ready) while it is unreachable.
 pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
     let store: Arc<dyn Store> = Arc::new(CassandraStore::start(config.cassandra));
-    let router = app(store, shutdown.clone(), Registry::new())?;
+    let router = app(store, &config.hostname, shutdown.clone(), Registry::new())?;
     Ok(Service::bind("base", &config.common, config.port, router, shutdown).await?)
 }
 

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use kubescaler_shared::error::ApiPath;
+use kubescaler_shared::http::host_name;
 use kubescaler_shared::model::{Profile, ProfileBody, User, UserBody};
 use kubescaler_shared::{ApiError, ApiJson, ProfileId, UserId};
 
@@ -17,8 +18,9 @@ use crate::store::Store;
 type Db = State<Arc<dyn Store>>;
 type ApiResult<T> = Result<T, ApiError>;
 
-pub fn router(store: Arc<dyn Store>) -> Router {
+pub fn router(store: Arc<dyn Store>, hostname: &str) -> Router {
     Router::new()
+        .route("/", host_name(hostname))
         .route("/users", get(list_users).post(create_user).delete(delete_all_users))
         .route("/users/{id}", get(get_user).put(replace_user).delete(delete_user))
         .route("/profiles", get(list_profiles).post(create_profile).delete(delete_all_profiles))
@@ -36,6 +38,32 @@ fn no_profile(id: ProfileId) -> ApiError {
     ApiError::not_found(format!("no profile {id}"))
 }
 
+/// Ids are made by the service: a create may carry `"id": null` (clients that send whole
+/// objects do) but not an id of its own, which would be silently replaced otherwise.
+fn no_id_on_create(given: Option<impl std::fmt::Display>, what: &str) -> ApiResult<()> {
+    match given {
+        None => Ok(()),
+        Some(id) => Err(ApiError::bad_request(
+            "id_not_allowed",
+            format!(
+                "ids are assigned by the service; leave `id` out (or null) when creating a {what}, \
+                 got {id}; PUT /{what}s/{id} replaces an existing one"
+            ),
+        )),
+    }
+}
+
+/// A replace's body may repeat the path's id, not name another record.
+fn same_id<I: PartialEq + std::fmt::Display>(path: I, body: Option<I>) -> ApiResult<()> {
+    match body {
+        Some(other) if other != path => Err(ApiError::bad_request(
+            "id_mismatch",
+            format!("the body's id {other} differs from the path's {path}; leave `id` out or make it match"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[tracing::instrument(skip_all)]
 async fn list_users(State(db): Db) -> ApiResult<ApiJson<Vec<User>>> {
     Ok(ApiJson(db.list_users().await?))
@@ -43,6 +71,7 @@ async fn list_users(State(db): Db) -> ApiResult<ApiJson<Vec<User>>> {
 
 #[tracing::instrument(skip_all, fields(user.id))]
 async fn create_user(State(db): Db, ApiJson(body): ApiJson<UserBody>) -> ApiResult<impl IntoResponse> {
+    no_id_on_create(body.id, "user")?;
     let user = User { id: UserId::new_random(), name: body.name };
     tracing::Span::current().record("user.id", tracing::field::display(user.id));
     db.create_user(&user).await?;
@@ -54,12 +83,15 @@ async fn get_user(State(db): Db, ApiPath(id): ApiPath<UserId>) -> ApiResult<ApiJ
     db.get_user(id).await?.map(ApiJson).ok_or_else(|| no_user(id))
 }
 
+/// Replaces an existing user. An unknown id is 404, not a create: ids are made by the service,
+/// and a late replace must not bring back a user deleted meanwhile.
 #[tracing::instrument(skip(db, body))]
 async fn replace_user(
     State(db): Db,
     ApiPath(id): ApiPath<UserId>,
     ApiJson(body): ApiJson<UserBody>,
 ) -> ApiResult<ApiJson<User>> {
+    same_id(id, body.id)?;
     let user = User { id, name: body.name };
     if db.replace_user(&user).await? { Ok(ApiJson(user)) } else { Err(no_user(id)) }
 }
@@ -83,6 +115,7 @@ async fn list_profiles(State(db): Db) -> ApiResult<ApiJson<Vec<Profile>>> {
 
 #[tracing::instrument(skip_all, fields(profile.id, users))]
 async fn create_profile(State(db): Db, ApiJson(body): ApiJson<ProfileBody>) -> ApiResult<impl IntoResponse> {
+    no_id_on_create(body.id, "profile")?;
     let profile = Profile { id: ProfileId::new_random(), users: body.users };
     let span = tracing::Span::current();
     span.record("profile.id", tracing::field::display(profile.id));
@@ -96,12 +129,14 @@ async fn get_profile(State(db): Db, ApiPath(id): ApiPath<ProfileId>) -> ApiResul
     db.get_profile(id).await?.map(ApiJson).ok_or_else(|| no_profile(id))
 }
 
+/// Replaces an existing profile's users; an unknown id is 404, as for users.
 #[tracing::instrument(skip(db, body))]
 async fn replace_profile(
     State(db): Db,
     ApiPath(id): ApiPath<ProfileId>,
     ApiJson(body): ApiJson<ProfileBody>,
 ) -> ApiResult<ApiJson<Profile>> {
+    same_id(id, body.id)?;
     let profile = Profile { id, users: body.users };
     if db.replace_profile(&profile).await? { Ok(ApiJson(profile)) } else { Err(no_profile(id)) }
 }

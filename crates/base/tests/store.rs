@@ -215,3 +215,48 @@ async fn cassandra_down_is_unavailable_not_empty() {
         }
     }
 }
+
+/// A delete-all is one transaction: a reader sees all the rows or none, never a missing table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_delete_all_never_fails_a_concurrent_reader() {
+    let dir = embedded_dir("delete-all-readers");
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir).unwrap());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, done) = (store.clone(), done.clone());
+            tokio::spawn(async move {
+                let (mut reads, mut failures) = (0usize, Vec::new());
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    for result in [
+                        store.list_users().await.map(drop),
+                        store.get_user(UserId::new_random()).await.map(drop),
+                        store.list_profiles().await.map(drop),
+                        store.profiles_of_user(UserId::new_random()).await.map(drop),
+                    ] {
+                        reads += 1;
+                        if let Err(e) = result {
+                            failures.push(e.to_string());
+                        }
+                    }
+                }
+                (reads, failures)
+            })
+        })
+        .collect();
+    for _ in 0..100 {
+        let a = user("Deleted again");
+        store.create_user(&a).await.unwrap();
+        store.create_profile(&profile(&[&a])).await.unwrap();
+        store.delete_all_profiles().await.unwrap();
+        store.delete_all_users().await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        let (reads, failures) = reader.await.unwrap();
+        assert!(reads > 0);
+        assert!(failures.is_empty(), "{} of {reads} reads failed: {:?}", failures.len(), &failures[..1]);
+    }
+    assert!(store.list_users().await.unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,7 +1,7 @@
 //! main: the public helper service — listings, test data, and which of a user's profiles are
 //! streaming right now.
 //!
-//! - [`routes`]: the API, at `/x` and at `/main/x`.
+//! - [`routes`]: the API, at `/x` and at `/main/x` (or at `/x` only, see [`Mount`]).
 //! - [`launched`]: the launched-marker reader over Redis (one `MGET` per request).
 //! - [`testdata`]: the background generator of random users and profiles.
 
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::Router;
 use clap::Parser;
-use kubescaler_shared::config::{CommonArgs, RedisArgs};
+use kubescaler_shared::config::{CommonArgs, DEFAULT_HOSTNAME, RedisArgs};
 use kubescaler_shared::http::{HttpMetrics, Probe, Readiness, Service, service_router};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +50,10 @@ pub struct Config {
     #[arg(long, env = "TESTDATA_CONCURRENCY", default_value_t = 32)]
     pub testdata_concurrency: usize,
 
+    /// This instance's name, which `GET /` answers: the pod name under Kubernetes.
+    #[arg(long, env = "HOSTNAME", default_value = DEFAULT_HOSTNAME)]
+    pub hostname: String,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -66,10 +70,21 @@ impl Probe for LaunchedProbe {
     }
 }
 
+/// Where main's API answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mount {
+    /// At `/x` and at `/main/x`: main on its own, behind the Ingress (which passes `/main/x` on
+    /// unchanged) or reached directly.
+    RootAndPrefix,
+    /// At `/x` only, for a front door that nests the whole of main under `/main` itself.
+    Root,
+}
+
 /// The full HTTP surface of main over any launched registry.
 pub fn app(
     config: &Config,
     launched: Arc<dyn LaunchedReader>,
+    mount: Mount,
     shutdown: CancellationToken,
     registry: Registry,
 ) -> anyhow::Result<Router> {
@@ -82,14 +97,19 @@ pub fn app(
         base,
         launched,
         admin_token: config.admin_token.as_deref().filter(|t| !t.is_empty()).map(Arc::from),
+        hostname: Arc::from(config.hostname.as_str()),
     };
-    Ok(service_router(routes::router(state), readiness, HttpMetrics::new(registry, "main")?))
+    let api = match mount {
+        Mount::RootAndPrefix => routes::router(state),
+        Mount::Root => routes::api(state),
+    };
+    Ok(service_router(api, readiness, HttpMetrics::new(registry, "main")?))
 }
 
 /// main ready to serve. Redis and base are reached lazily, so main starts while they are down.
 pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
     let launched: Arc<dyn LaunchedReader> = Arc::new(RedisLaunched::new(&config.redis)?);
-    let router = app(&config, launched, shutdown.clone(), Registry::new())?;
+    let router = app(&config, launched, Mount::RootAndPrefix, shutdown.clone(), Registry::new())?;
     Ok(Service::bind("main", &config.common, config.port, router, shutdown).await?)
 }
 

@@ -1,16 +1,19 @@
-//! main's REST API, served both at the root and under `/main` (the Ingress strips the prefix;
-//! without an Ingress the prefix still works).
+//! main's REST API. A main of its own serves it both at the root and under `/main` (the
+//! Ingress passes `/main/x` on unchanged; without an Ingress `/x` works too); the all-in-one's
+//! front door nests the root form under `/main` itself, so there is one `/main` either way.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{OriginalUri, Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
-use kubescaler_shared::error::{ApiPath, ApiQuery};
+use axum::routing::{any, get};
+use kubescaler_shared::error::{ApiPath, ApiQuery, method_not_allowed_for, no_route_for};
+use kubescaler_shared::http::host_name;
 use kubescaler_shared::model::{Profile, User};
 use kubescaler_shared::{ApiError, ApiJson, ProfileId, UserId};
 use subtle::ConstantTimeEq;
@@ -26,6 +29,8 @@ pub struct AppState {
     pub launched: Arc<dyn LaunchedReader>,
     pub testdata: TestData,
     pub admin_token: Option<Arc<str>>,
+    /// What `GET /` answers: the pod name under Kubernetes.
+    pub hostname: Arc<str>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -34,25 +39,35 @@ impl std::fmt::Debug for AppState {
             .field("base", &self.base)
             .field("launched", &self.launched.backend())
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("hostname", &self.hostname)
             .finish_non_exhaustive()
     }
 }
 
 type ApiResult<T> = Result<T, ApiError>;
 
-pub fn router(state: AppState) -> Router {
+/// The API at the root: `/users`, `/login/{userId}`, … and `/`, the instance's name.
+pub fn api(state: AppState) -> Router {
     let admin = Router::new()
         .route("/testdata", get(testdata_progress).post(start_testdata).delete(drop_testdata))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    let api = Router::new()
+    Router::new()
+        .route("/", host_name(&state.hostname))
         .route("/users", get(users))
         .route("/profiles", get(profiles))
         .route("/suggested", get(suggested))
         .route("/login/{user_id}", get(login))
-        .route("/{user_id}/{profile_id}", get(agent_page))
+        .route("/{user_id}/{profile_id}", any(agent_page))
         .merge(admin)
-        .with_state(state);
-    Router::new().merge(api.clone()).nest("/main", api)
+        .with_state(state)
+}
+
+/// The API at the root and again under `/main`, for a main of its own.
+pub fn router(state: AppState) -> Router {
+    // `/main/` is the root too, as `/main` is; nesting gives only the latter.
+    let root = Router::new().route("/main/", host_name(&state.hostname));
+    let api = api(state);
+    Router::new().merge(api.clone()).nest("/main", api).merge(root)
 }
 
 /// With `ADMIN_TOKEN` set, changing test data needs `Authorization: Bearer <token>`.
@@ -116,8 +131,24 @@ async fn login(
     Ok(ApiJson(profiles.into_iter().zip(launched).filter_map(|(p, on)| on.then_some(p)).collect()))
 }
 
-async fn agent_page(ApiPath((user, profile)): ApiPath<(UserId, ProfileId)>) -> Redirect {
-    Redirect::temporary(&format!("/index/{user}/{profile}"))
+/// The original's link to the test agent, `/{userId}/{profileId}`. Every other path of two
+/// segments lands here too (`/actuator/health`, a typo of a route) and is no route of main's:
+/// 404, not a complaint that `actuator` is not a user id.
+async fn agent_page(
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    segments: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    let ids = segments.ok().and_then(|Path((user, profile))| {
+        Some((UserId::parse(&user).ok()?, ProfileId::parse(&profile).ok()?))
+    });
+    let Some((user, profile)) = ids else {
+        return no_route_for(&method, &uri).into_response();
+    };
+    if method != Method::GET && method != Method::HEAD {
+        return method_not_allowed_for(&method, &uri).into_response();
+    }
+    Redirect::temporary(&format!("/index/{user}/{profile}")).into_response()
 }
 
 async fn testdata_progress(State(state): State<AppState>) -> ApiJson<Progress> {

@@ -244,7 +244,7 @@ impl TestData {
         let created: Vec<UserId> = futures::stream::iter(names)
             .map(|name| async move {
                 let _permit = permits.acquire().await.ok()?;
-                let result = self.base.create_user(&UserBody { name }).await;
+                let result = self.base.create_user(&UserBody::new(name)).await;
                 self.update(|p| {
                     p.base_requests += 1;
                     match &result {
@@ -272,7 +272,7 @@ impl TestData {
             return;
         };
         let Ok(_permit) = permits.acquire().await else { return };
-        let result = self.base.create_profile(&ProfileBody { users }).await;
+        let result = self.base.create_profile(&ProfileBody::new(users)).await;
         self.update(|p| {
             p.base_requests += 1;
             match &result {
@@ -320,5 +320,21 @@ mod tests {
             assert_eq!(error.code(), "invalid_parameter");
             assert!(error.message().contains("between 2 and 100"), "{error}");
         }
+    }
+
+    /// The README states the sizes a run draws, and what the original drew: it must say what
+    /// this generator does, and must not call these sizes the original's.
+    #[test]
+    fn the_readme_states_the_sizes_drawn() {
+        let readme = include_str!("../../../README.md");
+        let range = format!("random in [{MIN_SIZE}, {MAX_SIZE}]");
+        let paragraph = readme
+            .split("\n\n")
+            .find(|p| p.starts_with("Test data:"))
+            .expect("README has a paragraph on test data");
+        let paragraph = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(paragraph.matches(&range).count(), 2, "profiles and users per profile: {paragraph}");
+        assert!(paragraph.contains("gives 0–98 of each"), "{paragraph}");
+        assert!(!paragraph.contains("the original's shape"), "{paragraph}");
     }
 }

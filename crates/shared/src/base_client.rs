@@ -20,19 +20,25 @@ use serde::de::DeserializeOwned;
 #[derive(Debug, Clone, Args)]
 pub struct BaseClientConfig {
     /// Where base listens.
-    #[arg(id = "base_url", long = "base-url", env = "BASE_URL", default_value = "http://127.0.0.1:8081", value_parser = base_url)]
+    #[arg(id = "base_url", long = "base-url", env = "BASE_URL", value_name = "BASE_URL", default_value = "http://127.0.0.1:8081", value_parser = base_url)]
     pub url: String,
 
     /// Time allowed to open a connection to base.
-    #[arg(id = "base_connect_timeout", long = "base-connect-timeout", env = "BASE_CONNECT_TIMEOUT", value_parser = duration, default_value = "1s")]
+    #[arg(id = "base_connect_timeout", long = "base-connect-timeout", env = "BASE_CONNECT_TIMEOUT", value_name = "BASE_CONNECT_TIMEOUT", value_parser = duration, default_value = "1s")]
     pub connect_timeout: Duration,
 
     /// Time allowed for one request to base, answer included.
-    #[arg(id = "base_timeout", long = "base-timeout", env = "BASE_TIMEOUT", value_parser = duration, default_value = "10s")]
+    #[arg(id = "base_timeout", long = "base-timeout", env = "BASE_TIMEOUT", value_name = "BASE_TIMEOUT", value_parser = duration, default_value = "10s")]
     pub timeout: Duration,
 
     /// Extra attempts of an idempotent request when base is unreachable or answers 502/503/504.
-    #[arg(id = "base_retries", long = "base-retries", env = "BASE_RETRIES", default_value_t = 2)]
+    #[arg(
+        id = "base_retries",
+        long = "base-retries",
+        env = "BASE_RETRIES",
+        value_name = "BASE_RETRIES",
+        default_value_t = 2
+    )]
     pub retries: u32,
 }
 

@@ -32,13 +32,14 @@ pub struct RedisArgs {
         id = "redis_urls",
         long = "redis-urls",
         env = "REDIS_URLS",
+        value_name = "REDIS_URLS",
         value_delimiter = ',',
         default_value = "redis://127.0.0.1:6379"
     )]
     pub urls: Vec<String>,
 
     /// Time allowed to connect to, and to hear back from, one Redis instance.
-    #[arg(id = "redis_timeout", long = "redis-timeout", env = "REDIS_TIMEOUT", value_parser = duration, default_value = "1s")]
+    #[arg(id = "redis_timeout", long = "redis-timeout", env = "REDIS_TIMEOUT", value_name = "REDIS_TIMEOUT", value_parser = duration, default_value = "1s")]
     pub timeout: Duration,
 }
 
@@ -48,6 +49,9 @@ impl RedisArgs {
         self.urls.len() / 2 + 1
     }
 }
+
+/// An instance's name when `HOSTNAME` is not set (under Kubernetes it is the pod name).
+pub const DEFAULT_HOSTNAME: &str = "localhost";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {

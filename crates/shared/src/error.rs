@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -216,13 +216,24 @@ where
     }
 }
 
-/// Fallback for paths no route matches.
-pub async fn no_route(method: Method, uri: Uri) -> ApiError {
+/// Fallback for paths no route matches. Names the path the client sent, not what is left of
+/// it inside a nested router (`/main/x`, not `/x`).
+pub async fn no_route(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    no_route_for(&method, &uri)
+}
+
+/// The 404 of [`no_route`], for a handler that finds the path is not one it serves after all.
+pub fn no_route_for(method: &Method, uri: &Uri) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no_route", format!("no route for {method} {}", uri.path()))
 }
 
 /// Fallback for a known path with a method it does not serve.
-pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+pub async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    method_not_allowed_for(&method, &uri)
+}
+
+/// The 405 of [`method_not_allowed`], for a handler that serves several methods itself.
+pub fn method_not_allowed_for(method: &Method, uri: &Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

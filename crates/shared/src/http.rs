@@ -121,6 +121,13 @@ async fn livez() -> impl IntoResponse {
     axum::Json(json!({ "status": "alive" }))
 }
 
+/// `GET` answering the instance's name in plain text: which replica served the request (the
+/// original's `GET /`). The name is the pod name under Kubernetes (`HOSTNAME`).
+pub fn host_name<S: Clone + Send + Sync + 'static>(name: &str) -> axum::routing::MethodRouter<S> {
+    let name: Arc<str> = Arc::from(name);
+    get(move || std::future::ready(name.to_string()))
+}
+
 /// Request count and latency per route and status, registered in a service's registry.
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
@@ -457,6 +464,17 @@ mod tests {
         let (status, body, _) = call(&app, "GET", "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["error"], "shutting_down");
+    }
+
+    #[tokio::test]
+    async fn host_name_is_plain_text() {
+        let app: Router = Router::new().route("/", host_name("pod-7"));
+        let response =
+            app.oneshot(HttpRequest::builder().uri("/").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        assert_eq!(&bytes[..], b"pod-7");
     }
 
     #[tokio::test]

@@ -117,20 +117,39 @@ pub struct Profile {
     pub users: ProfileUsers,
 }
 
-/// Body of `POST /users` and `PUT /users/{id}`. Unknown fields (an `id`, a typo) are refused
-/// rather than ignored: ids are never taken from clients, and a silently dropped field is a bug
-/// the client never hears about.
+/// Body of `POST /users` and `PUT /users/{id}`. `id` may be absent or `null` (what a client
+/// that sends whole objects, like the original's, puts in a create); base refuses any other id
+/// on a create and one that differs from the path's on a replace. Unknown fields (a typo) are
+/// refused rather than ignored: a silently dropped field is a bug the client never hears about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<UserId>,
     pub name: UserName,
 }
 
-/// Body of `POST /profiles` and `PUT /profiles/{id}`.
+impl UserBody {
+    /// A body without an id, as a create sends it.
+    pub fn new(name: UserName) -> Self {
+        Self { id: None, name }
+    }
+}
+
+/// Body of `POST /profiles` and `PUT /profiles/{id}`; `id` as in [`UserBody`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<ProfileId>,
     pub users: ProfileUsers,
+}
+
+impl ProfileBody {
+    /// A body without an id, as a create sends it.
+    pub fn new(users: ProfileUsers) -> Self {
+        Self { id: None, users }
+    }
 }
 
 #[cfg(test)]
@@ -166,11 +185,30 @@ mod tests {
 
     #[test]
     fn bodies_refuse_unknown_fields_and_bad_values() {
+        let err = serde_json::from_str::<UserBody>(r#"{"nmae":"a","name":"a"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `nmae`"), "{err}");
         let err = serde_json::from_str::<UserBody>(r#"{"id":"x","name":"a"}"#).unwrap_err();
-        assert!(err.to_string().contains("unknown field `id`"), "{err}");
+        assert!(err.to_string().contains("not a valid user id"), "{err}");
         let err = serde_json::from_str::<UserBody>(r#"{"name":""}"#).unwrap_err();
         assert!(err.to_string().contains("blank"), "{err}");
         let err = serde_json::from_str::<ProfileBody>(r#"{"users":["nope"]}"#).unwrap_err();
         assert!(err.to_string().contains("not a valid user id"), "{err}");
+    }
+
+    #[test]
+    fn bodies_take_an_absent_or_null_id() {
+        let absent: UserBody = serde_json::from_str(r#"{"name":"a"}"#).unwrap();
+        let null: UserBody = serde_json::from_str(r#"{"id":null,"name":"a"}"#).unwrap();
+        assert_eq!((absent.id, null.id), (None, None));
+        let null: ProfileBody = serde_json::from_str(r#"{"id":null,"users":[]}"#).unwrap();
+        assert_eq!(null.id, None);
+        let id = ProfileId::new_random();
+        let given: ProfileBody = serde_json::from_str(&format!(r#"{{"id":"{id}","users":[]}}"#)).unwrap();
+        assert_eq!(given.id, Some(id));
+        assert_eq!(
+            serde_json::to_string(&UserBody::new(UserName::parse("a").unwrap())).unwrap(),
+            r#"{"name":"a"}"#,
+            "no id sent on a create"
+        );
     }
 }

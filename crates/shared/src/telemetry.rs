@@ -7,7 +7,12 @@ use crate::config::LogFormat;
 /// Installs the global subscriber: filter from `RUST_LOG` (default `info`), output in `format`.
 /// Calling it twice is harmless (the second call does nothing), which keeps tests simple.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default(format, "info");
+}
+
+/// [`init`] with another filter for when `RUST_LOG` is not set, in `RUST_LOG`'s syntax.
+pub fn init_with_default(format: LogFormat, default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // Colours only for a terminal: escape codes make piped or collected logs unreadable.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);

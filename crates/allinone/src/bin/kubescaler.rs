@@ -1,11 +1,8 @@
-use clap::Parser;
-use kubescaler::Options;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let options = Options::parse();
-    kubescaler_shared::telemetry::init(options.log_format);
+    let config = kubescaler::Config::parse();
+    kubescaler_shared::telemetry::init_with_default(config.log_format, kubescaler::DEFAULT_LOG_FILTER);
     let shutdown = kubescaler_shared::shutdown::token_on_signal();
-    let suite = kubescaler::start(options.into_config()?, shutdown).await?;
+    let suite = kubescaler::start(config, shutdown).await?;
     suite.run_until_stopped().await
 }

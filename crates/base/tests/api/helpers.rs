@@ -21,6 +21,7 @@ pub fn config(nodes: Vec<String>, keyspace: &str) -> Config {
     Config {
         port: 0,
         cassandra: CassandraConfig::new(nodes, keyspace).unwrap(),
+        hostname: "localhost".to_owned(),
         common: CommonArgs {
             listen_address: "127.0.0.1".parse().unwrap(),
             log_format: LogFormat::Pretty,

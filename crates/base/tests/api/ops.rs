@@ -1,6 +1,9 @@
 use reqwest::StatusCode;
 
-use crate::helpers::{TestApp, error_code};
+use clap::Parser;
+use kubescaler_base::Config;
+
+use crate::helpers::{SHARED_KEYSPACE, TestApp, error_code, require_cassandra};
 
 #[tokio::test]
 async fn liveness_readiness_and_health() {
@@ -51,4 +54,34 @@ async fn responses_carry_a_request_id() {
     assert_eq!(response.headers()["x-request-id"], "abc-123");
     let response = app.client.get(app.url("/livez")).send().await.unwrap();
     assert!(!response.headers()["x-request-id"].is_empty(), "one is made when the client sends none");
+}
+
+/// As in the original, `GET /` says which replica answered: `--hostname` / HOSTNAME.
+#[tokio::test]
+async fn root_answers_the_host_name() {
+    let nodes = require_cassandra().await.join(",");
+    let config = Config::try_parse_from([
+        "base",
+        "--port",
+        "0",
+        "--listen-address",
+        "127.0.0.1",
+        "--cassandra-nodes",
+        &nodes,
+        "--cassandra-keyspace",
+        SHARED_KEYSPACE,
+        "--hostname",
+        "base-7",
+    ])
+    .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let service = kubescaler_base::build(config, shutdown.clone()).await.unwrap();
+    let http = kubescaler_testkit::Http::new(std::net::SocketAddr::from(([127, 0, 0, 1], service.port())));
+    let task = tokio::spawn(service.run_until_stopped());
+    let response = http.client.get(http.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(response.text().await.unwrap(), "base-7");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }

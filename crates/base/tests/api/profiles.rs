@@ -62,7 +62,8 @@ async fn create_refuses_bad_bodies() {
         (json!({ "users": "x" }), "invalid type"),
         (json!({ "users": [1] }), "invalid type"),
         (json!({}), "missing field `users`"),
-        (json!({ "users": [], "id": "x" }), "unknown field `id`"),
+        (json!({ "users": [], "id": "x" }), "not a valid profile id"),
+        (json!({ "users": [], "owner": 1 }), "unknown field `owner`"),
     ] {
         let (status, error) = app.post("/profiles", body.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -85,6 +86,44 @@ async fn replace_profile_moves_the_index() {
     assert_eq!(replaced, json!({ "id": profile["id"], "users": [b["id"]] }));
     assert_eq!(app.get(&format!("/profiles/user/{}", id(&a))).await.1, json!([]));
     assert_eq!(app.get(&format!("/profiles/user/{}", id(&b))).await.1, json!([replaced]));
+}
+
+/// What a client that sends whole objects (the original's Feign client) posts: `"id": null`.
+#[tokio::test]
+async fn create_takes_a_null_id_and_refuses_a_given_one() {
+    let app = TestApp::spawn().await;
+    let a = app.create_user("A").await;
+    let (status, profile) = app.post("/profiles", json!({ "id": null, "users": [a["id"]] })).await;
+    assert_eq!(status, StatusCode::CREATED, "{profile}");
+    assert_eq!(profile["users"], json!([a["id"]]));
+    assert_eq!(app.get(&format!("/profiles/{}", id(&profile))).await.1, profile);
+
+    let chosen = uuid::Uuid::new_v4().to_string();
+    let (status, error) = app.post("/profiles", json!({ "id": chosen, "users": [a["id"]] })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error_code(&error), "id_not_allowed");
+    assert_eq!(app.get(&format!("/profiles/{chosen}")).await.0, StatusCode::NOT_FOUND, "nothing created");
+    assert_eq!(app.get(&format!("/profiles/user/{}", id(&a))).await.1, json!([profile]));
+}
+
+#[tokio::test]
+async fn replace_takes_its_own_id_and_refuses_another() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.create_user("A").await, app.create_user("B").await);
+    let profile = app.create_profile(&[&a]).await;
+    let path = format!("/profiles/{}", id(&profile));
+    let (status, replaced) = app.put(&path, json!({ "id": profile["id"], "users": [b["id"]] })).await;
+    assert_eq!(status, StatusCode::OK, "{replaced}");
+    assert_eq!(replaced, json!({ "id": profile["id"], "users": [b["id"]] }));
+    let (status, replaced) = app.put(&path, json!({ "id": null, "users": [a["id"]] })).await;
+    assert_eq!(status, StatusCode::OK, "{replaced}");
+
+    let other = uuid::Uuid::new_v4().to_string();
+    let (status, error) = app.put(&path, json!({ "id": other, "users": [b["id"]] })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error_code(&error), "id_mismatch");
+    assert_eq!(app.get(&path).await.1, replaced, "a refused replace changes nothing");
+    assert_eq!(app.get(&format!("/profiles/{other}")).await.0, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -40,7 +40,8 @@ async fn create_refuses_bad_bodies_and_stores_nothing() {
         (json!({ "name": "x".repeat(257) }), "at most 256"),
         (json!({ "name": 5 }), "invalid type"),
         (json!({}), "missing field `name`"),
-        (json!({ "id": "00000000-0000-4000-8000-000000000001", "name": "a" }), "unknown field `id`"),
+        (json!({ "name": "a", "nmae": "a" }), "unknown field `nmae`"),
+        (json!({ "id": "x", "name": "a" }), "not a valid user id"),
     ];
     for (body, hint) in cases {
         let (status, error) = app.post("/users", body.clone()).await;
@@ -102,6 +103,46 @@ async fn replace_user() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error_code(&error), "invalid_body");
     assert_eq!(app.get(&path).await.1["name"], "After", "a refused replace changes nothing");
+}
+
+/// What a client that sends whole objects (the original's Feign client) posts: `"id": null`.
+#[tokio::test]
+async fn create_takes_a_null_id_and_refuses_a_given_one() {
+    let app = TestApp::spawn().await;
+    let (status, user) = app.post("/users", json!({ "id": null, "name": "Null id" })).await;
+    assert_eq!(status, StatusCode::CREATED, "{user}");
+    assert_eq!(user["name"], "Null id");
+    assert_eq!(app.get(&format!("/users/{}", id(&user))).await.1, user);
+
+    let chosen = uuid::Uuid::new_v4().to_string();
+    let (status, error) = app.post("/users", json!({ "id": chosen, "name": "Chosen id" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error_code(&error), "id_not_allowed");
+    assert!(error["message"].as_str().unwrap().contains("assigned by the service"), "{error}");
+    assert_eq!(app.get(&format!("/users/{chosen}")).await.0, StatusCode::NOT_FOUND, "nothing created");
+}
+
+#[tokio::test]
+async fn replace_takes_its_own_id_and_refuses_another() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user("Before").await;
+    let path = format!("/users/{}", id(&user));
+    for (body, name) in [
+        (json!({ "id": user["id"], "name": "Same id" }), "Same id"),
+        (json!({ "id": null, "name": "Null id" }), "Null id"),
+    ] {
+        let (status, replaced) = app.put(&path, body).await;
+        assert_eq!(status, StatusCode::OK, "{replaced}");
+        assert_eq!(replaced, json!({ "id": user["id"], "name": name }));
+    }
+
+    let other = uuid::Uuid::new_v4().to_string();
+    let (status, error) = app.put(&path, json!({ "id": other, "name": "Elsewhere" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error_code(&error), "id_mismatch");
+    assert!(error["message"].as_str().unwrap().contains(&other), "{error}");
+    assert_eq!(app.get(&path).await.1["name"], "Null id", "a refused replace changes nothing");
+    assert_eq!(app.get(&format!("/users/{other}")).await.0, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ pub async fn spawn_base(keyspace: &str) -> Running {
     let config = kubescaler_base::Config {
         port: 0,
         cassandra: CassandraConfig::new(nodes, keyspace).unwrap(),
+        hostname: "localhost".to_owned(),
         common: common_args(),
     };
     let shutdown = CancellationToken::new();
@@ -38,6 +39,7 @@ pub fn main_config(base_url: &str, redis_urls: Vec<String>) -> kubescaler_main::
         redis: RedisArgs { urls: redis_urls, timeout: Duration::from_millis(500) },
         admin_token: None,
         testdata_concurrency: 32,
+        hostname: "main-test".into(),
         common: common_args(),
     }
 }

@@ -30,9 +30,42 @@ async fn agent_page_redirect() {
         assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
         assert_eq!(response.headers()["location"], format!("/index/{user}/{profile}").as_str());
     }
-    let (status, error) = main.get(&format!("/{user}/nope")).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let response = main.client.post(main.url(&format!("/{user}/{profile}"))).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// `/{userId}/{profileId}` takes every path of two segments; only two ids are the agent page.
+/// Anything else is no route of main's, said as such (not "`actuator` is not a valid user id").
+#[tokio::test]
+async fn paths_main_does_not_serve_are_404() {
+    let (_base, main) = spawn_suite(SHARED_KEYSPACE).await;
+    let user = uuid::Uuid::new_v4();
+    let unserved = ["/actuator/health", &format!("/{user}/nope"), "/users/x", "/a/b/c", "/nope"];
+    let paths = unserved.iter().flat_map(|path| [path.to_string(), format!("/main{path}")]);
+    for path in paths.chain(["/main/main/users".to_owned()]) {
+        for method in [reqwest::Method::GET, reqwest::Method::POST] {
+            let (status, error) = main.call(method.clone(), &path, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {error}");
+            assert_eq!(error_code(&error), "no_route");
+            assert_eq!(error["message"], format!("no route for {method} {path}"));
+        }
+    }
+    let (status, error) = main.get("/login/nope").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a parameter of a real route is still checked");
     assert_eq!(error_code(&error), "invalid_id");
+}
+
+/// As in the original, `GET /` says which replica answered; `/main` and `/main/` are the root
+/// too, as they are through the Ingress.
+#[tokio::test]
+async fn root_answers_the_host_name() {
+    let (_base, main) = spawn_suite(SHARED_KEYSPACE).await;
+    for path in ["/", "/main", "/main/"] {
+        let response = main.client.get(main.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+        assert_eq!(response.text().await.unwrap(), "main-test", "{path}");
+    }
 }
 
 #[tokio::test]

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The test agent page in headless Chromium. Installs Debian's chromium and the pinned
-# playwright-core when missing.
-#   scripts/browser-test.sh             against the all-in-one process (no backing servers
-#                                       needed; SCREENSHOT=docs/agent-page.png refreshes the
-#                                       README's picture)
+# The test agent page, and a browser's own EventSource, in headless Chromium. Installs Debian's
+# chromium and the pinned playwright-core when missing.
+#   scripts/browser-test.sh             agent and eventsource, one after the other
+#   scripts/browser-test.sh agent       the agent page against the all-in-one process (no
+#                                       backing servers needed; SCREENSHOT=docs/agent-page.png
+#                                       refreshes the README's picture)
+#   scripts/browser-test.sh eventsource a plain EventSource refused while its pair is locked:
+#                                       it gets `refused`, retries by itself, and streams once
+#                                       the lock expired (all-in-one too)
 #   scripts/browser-test.sh rebalance   two instances behind nginx on the real Cassandra and
 #                                       Redis (`scripts/services.sh up` first): the page is
 #                                       handed off and carries on from the other instance
@@ -19,10 +23,14 @@ fi
 command -v node >/dev/null || { echo "node not found: the browser test runs on Node.js 20" >&2; exit 1; }
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 cargo build --locked -q -p kubescaler
-case "${1:-agent}" in
-  agent) KUBESCALER_BIN="$ROOT/target/debug/kubescaler" node --test tests/browser/agent.test.mjs ;;
+export KUBESCALER_BIN="$ROOT/target/debug/kubescaler"
+case "${1:-all-in-one}" in
+  # One file at a time: two Chromiums at once would slow each other's timed checks.
+  all-in-one) node --test --test-concurrency=1 tests/browser/agent.test.mjs tests/browser/eventsource.test.mjs ;;
+  agent) node --test tests/browser/agent.test.mjs ;;
+  eventsource) node --test tests/browser/eventsource.test.mjs ;;
   rebalance)
     command -v nginx >/dev/null || { echo "nginx not found: scripts/services.sh up installs it" >&2; exit 1; }
-    KUBESCALER_BIN="$ROOT/target/debug/kubescaler" node --test tests/browser/rebalance.test.mjs ;;
-  *) echo "usage: scripts/browser-test.sh [agent|rebalance]" >&2; exit 2 ;;
+    node --test tests/browser/rebalance.test.mjs ;;
+  *) echo "usage: scripts/browser-test.sh [all-in-one|agent|eventsource|rebalance]" >&2; exit 2 ;;
 esac

@@ -65,9 +65,9 @@ set -e
 [ "$rc" = 0 ] || exit "$rc"
 done_phase "all-in-one, before any backing service runs"
 
-phase "browser (test agent page in Chromium, on the all-in-one)"
+phase "browser (test agent page and a plain EventSource in Chromium, on the all-in-one)"
 scripts/browser-test.sh
-done_phase "browser (test agent page in Chromium, on the all-in-one)"
+done_phase "browser (test agent page and a plain EventSource in Chromium, on the all-in-one)"
 
 phase services
 # Leave alone servers a developer already runs; stop only what this run starts.

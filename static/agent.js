@@ -1,10 +1,14 @@
-// The test agent: streams /stream/{user}/{profile} with fetch (not EventSource, which cannot
-// read why a request was refused), shows live counters, and says plainly why it is not
-// streaming. Reconnects at once when its instance hands the stream off (rebalance) or stops
-// (shutdown), and after a lost lock or a dropped connection; counts its reconnects.
+// The test agent: streams /stream/{user}/{profile} with fetch (which, unlike EventSource, lets
+// it decide when to reconnect and when to stop), shows live counters, and says plainly why it
+// is not streaming — from a JSON refusal's status, or from the `refused` event the service
+// answers with instead to clients that accept only an event stream, as this one does.
+// Reconnects at once when its instance hands the stream off (rebalance) or stops (shutdown),
+// and after a lost lock or a dropped connection; counts its reconnects.
 "use strict";
 
-const [, , user, profile] = location.pathname.split("/");
+// The last two segments, so /index/{user}/{profile}/ (trailing slash) works as well; the page
+// served there sets its base one level up, so the relative URLs below resolve the same.
+const [user, profile] = location.pathname.split("/").filter(Boolean).slice(-2);
 const streamUrl = `../../stream/${user}/${profile}`;
 const $ = (id) => document.getElementById(id);
 $("user").textContent = user;
@@ -72,7 +76,7 @@ async function* events(response) {
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const block = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
-      const event = { event: "message", data: "", id: null };
+      const event = { event: "message", data: "", id: null, retry: null };
       for (const line of block.split("\n")) {
         if (line.startsWith(":")) continue;
         const colon = line.indexOf(":");
@@ -81,6 +85,7 @@ async function* events(response) {
         if (field === "data") event.data += val;
         else if (field === "event") event.event = val;
         else if (field === "id") event.id = val;
+        else if (field === "retry" && /^\d+$/.test(val)) event.retry = Number(val);
       }
       if (event.data) yield event;
     }
@@ -94,18 +99,20 @@ function reconnect(ms, text) {
   setTimeout(connect, ms);
 }
 
-async function refused(response) {
-  const body = await response.json().catch(() => ({}));
-  const why = body.message || response.statusText;
-  const retryAfter = Number(response.headers.get("Retry-After")) || 5;
+// The HTTP status a refusal stands for, from the error code a `refused` event carries.
+const STATUS_OF = { invalid_id: 400, not_bound: 403, not_found: 404, locked: 409, bad_gateway: 502, gateway_timeout: 504 };
+
+// Says why the stream was refused, and tries again when that can help, after `wait` seconds.
+function explain(code, body, wait) {
+  const why = body.message || `HTTP ${code}`;
   // An instance draining to its share, or stopping: another one takes the stream, at once.
-  if (response.status === 503 && (body.error === "rebalancing" || body.error === "shutting_down")) {
+  if (code === 503 && (body.error === "rebalancing" || body.error === "shutting_down")) {
     return reconnect(body.retry_after_ms || 200, `This instance is ${body.error.replace("_", " ")}; trying another…`);
   }
-  switch (response.status) {
+  switch (code) {
     case 409:
-      // The lock outlives a closed tab by up to its TTL; Retry-After says when it expires.
-      return countdown(retryAfter, "Locked: this user and profile are streaming somewhere else.", connect);
+      // The lock outlives a closed tab by up to its TTL; the service says when it expires.
+      return countdown(wait, "Locked: this user and profile are streaming somewhere else.", connect);
     case 403:
       return status(`Not bound: ${why}. Nothing to stream for this pair.`, "bad");
     case 404:
@@ -113,8 +120,13 @@ async function refused(response) {
     case 400:
       return status(`Invalid address: ${why}.`, "bad");
     default:
-      return countdown(retryAfter, `Unavailable (${response.status}): ${why}.`, connect);
+      return countdown(wait, `Unavailable (${code}): ${why}.`, connect);
   }
+}
+
+async function refused(response) {
+  const body = await response.json().catch(() => ({}));
+  explain(response.status, { message: response.statusText, ...body }, Number(response.headers.get("Retry-After")) || 5);
 }
 
 async function connect() {
@@ -126,15 +138,19 @@ async function connect() {
     return countdown(3, `Cannot reach the service (${e.message}).`, connect);
   }
   if (!response.ok) return refused(response);
-  status("Streaming.", "ok");
+  status("Connected…");
   lastSeq = null;
   try {
     for await (const event of events(response)) {
       const data = event.event === "message" ? null : JSON.parse(event.data || "{}");
       switch (event.event) {
         case "message":
+          // Said at the first message, not at the answer: a refusal is a 200 answer too.
+          if ($("status").textContent !== "Streaming.") status("Streaming.", "ok");
           showMessage(event);
           break;
+        case "refused":
+          return explain(STATUS_OF[data.error] ?? 503, data, (event.retry ?? 5000) / 1000);
         case "lock-lost":
           return countdown(5, `Lock lost: ${data.reason}.`, connect);
         case "unbound":

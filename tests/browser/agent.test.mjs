@@ -127,3 +127,14 @@ test("streams, locks, hands over after the TTL, and refuses an unbound pair", as
   await unbound.waitForFunction(() => document.getElementById("status").textContent.startsWith("Not bound"), null, { timeout: 5000 });
   await unbound.context().close();
 });
+
+test("the page at /index/{user}/{profile}/ (trailing slash, the original's form) streams too", async () => {
+  const [first] = await json("/main/profiles");
+  const agent = await page();
+  await agent.goto(`${url}/index/${first.users[1]}/${first.id}/`);
+  await agent.waitForFunction(() => document.getElementById("status").textContent === "Streaming.", null, { timeout: 5000 });
+  await agent.waitForFunction(() => document.querySelectorAll("#messages tr").length >= 1, null, { timeout: 3000 });
+  assert.equal(await agent.locator("#user").textContent(), first.users[1]);
+  assert.equal(await agent.locator("#profile").textContent(), first.id);
+  await agent.context().close();
+});

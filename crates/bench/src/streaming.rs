@@ -129,7 +129,7 @@ async fn client(
     if let Some(pairs) = &load.pairs {
         let (user, profile) = &pairs[i % pairs.len()];
         let request = format!(
-            "GET /stream/{user}/{profile} HTTP/1.1\r\nhost: bench\r\naccept: text/event-stream\r\n\r\n"
+            "GET /stream/{user}/{profile} HTTP/1.1\r\nhost: bench\r\naccept: text/event-stream, application/json\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
     }

@@ -349,13 +349,15 @@ async fn stream(http: &reqwest::Client, url: &str, counters: &Counters, read_rat
     let mut leaving: Option<Leaving> = None;
     loop {
         let requested = Instant::now();
-        let response = match http.get(url).header("accept", "text/event-stream").send().await {
-            Ok(r) => r,
-            Err(_) => {
-                counters.errors.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
+        // It reads refusals as statuses; a client that takes only SSE gets them as events.
+        let response =
+            match http.get(url).header("accept", "text/event-stream, application/json").send().await {
+                Ok(r) => r,
+                Err(_) => {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            };
         let status = response.status().as_u16();
         if status != 200 {
             let retry = match status {

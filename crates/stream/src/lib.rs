@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
@@ -41,6 +41,13 @@ use crate::sessions::{Refusal, Sessions, Settings, StreamMetrics};
 
 /// Port stream listens on when `PORT` is not set.
 pub const DEFAULT_PORT: u16 = 8083;
+
+/// What an EventSource is told to wait after a refusal that names no time (Redis or base
+/// away): an outage lasts seconds or more, and three seconds is what browsers wait by default.
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(3);
+/// What it is told to wait after a malformed address, which no retry can fix: EventSource
+/// cannot be stopped by an answer it can read, so its retries are made rare instead.
+const INVALID_RETRY: Duration = Duration::from_secs(3600);
 
 /// stream's configuration: every flag is also an environment variable.
 #[derive(Debug, Clone, Parser)]
@@ -60,9 +67,11 @@ pub struct Config {
     #[arg(long, env = "LOCK_TTL", value_parser = duration, default_value = "60s")]
     pub lock_ttl: Duration,
 
-    /// How often the refresher extends every held lock and marker (less than LOCK_TTL).
-    #[arg(long, env = "LOCK_REFRESH", value_parser = duration, default_value = "10s")]
-    pub lock_refresh: Duration,
+    /// How often the refresher extends every held lock and marker (less than LOCK_TTL)
+    /// [default: LOCK_TTL / 6, 10s for the default TTL: five refreshes may fail before a lock
+    /// can expire].
+    #[arg(long, env = "LOCK_REFRESH", value_parser = duration)]
+    pub lock_refresh: Option<Duration>,
 
     /// Release lock and marker as soon as a client disconnects, instead of letting them
     /// expire (which keeps the pair refused for up to LOCK_TTL, as the original did).
@@ -113,9 +122,9 @@ pub struct Config {
 impl Config {
     fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.lock_refresh < self.lock_ttl,
+            self.lock_refresh() < self.lock_ttl,
             "LOCK_REFRESH ({:?}) must be shorter than LOCK_TTL ({:?}), or locks expire between refreshes",
-            self.lock_refresh,
+            self.lock_refresh(),
             self.lock_ttl
         );
         anyhow::ensure!(self.max_connections > 0, "MAX_CONNECTIONS must be at least 1");
@@ -126,8 +135,12 @@ impl Config {
         Ok(())
     }
 
+    pub fn lock_refresh(&self) -> Duration {
+        self.lock_refresh.unwrap_or(self.lock_ttl / 6)
+    }
+
     pub fn rebalance_period(&self) -> Duration {
-        self.rebalance_period.unwrap_or(self.lock_refresh)
+        self.rebalance_period.unwrap_or_else(|| self.lock_refresh())
     }
 }
 
@@ -173,16 +186,101 @@ impl From<Refusal> for ApiError {
 
 async fn open_stream(
     State(sessions): State<Arc<Sessions>>,
-    ApiPath((user, profile)): ApiPath<(UserId, ProfileId)>,
-) -> Result<Response, ApiError> {
-    let stream = sessions.open(user, profile).await?;
-    let mut response = Body::from_stream(stream.into_body()).into_response();
+    headers: HeaderMap,
+    path: Result<ApiPath<(UserId, ProfileId)>, ApiError>,
+) -> Response {
+    let refusal: ApiError = match path {
+        Ok(ApiPath((user, profile))) => match sessions.open(user, profile).await {
+            Ok(stream) => return event_stream(Body::from_stream(stream.into_body())),
+            Err(refusal) => refusal.into(),
+        },
+        Err(invalid) => invalid,
+    };
+    sessions.metrics().refused.with_label_values(&[refusal.code()]).inc();
+    let refusal = refusal.into_response();
+    if wants_event_stream(&headers) {
+        // For permanent refusals (not bound, no profile), the binding is worth asking again at
+        // the pace the service re-checks held pairs' locks and bindings: once per lock TTL.
+        refused_in_sse(refusal, sessions.settings().lock_ttl).await
+    } else {
+        refusal
+    }
+}
+
+/// A HEAD describes the stream a GET would open, and opens none: the ids are checked, nothing
+/// is asked of base or Redis, no lock is taken (`get` alone would run the GET handler for it).
+async fn describe_stream(ApiPath(_): ApiPath<(UserId, ProfileId)>) -> Response {
+    // A body of unknown length, like the stream's, so the head matches the GET's.
+    event_stream(
+        Body::from_stream(futures::stream::empty::<Result<bytes::Bytes, std::convert::Infallible>>()),
+    )
+}
+
+fn event_stream(body: Body) -> Response {
+    let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // nginx (the Ingress) must pass events through as they come, not buffer them.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    response
+}
+
+/// Whether a refusal is answered as an event stream: the client accepts `text/event-stream`,
+/// as EventSource always says, and does not also accept JSON — a client that lists both can
+/// read statuses and gets the JSON answer.
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    let (mut stream, mut json) = (false, false);
+    let ranges =
+        headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','));
+    for range in ranges {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim();
+        let refused = parts.any(|p| {
+            p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()).is_some_and(|q| q <= 0.0)
+        });
+        if refused {
+            continue;
+        }
+        if media.eq_ignore_ascii_case("text/event-stream") {
+            stream = true;
+        } else if media.eq_ignore_ascii_case("application/json") {
+            json = true;
+        }
+    }
+    stream && !json
+}
+
+/// A refusal as EventSource can act on it: 200, `retry:` the time until the request may
+/// succeed, one `refused` event carrying the JSON answer, end of stream — EventSource then
+/// reconnects by itself after `retry`, where a non-200 answer would make it give up for good.
+async fn refused_in_sse(refusal: Response, permanent_retry: Duration) -> Response {
+    let status = refusal.status();
+    let retry_after = refusal
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = axum::body::to_bytes(refusal.into_body(), 64 * 1024).await.unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let retry = json
+        .get("retry_after_ms")
+        .and_then(serde_json::Value::as_u64)
+        .map(Duration::from_millis)
+        .or(retry_after)
+        .unwrap_or(match status {
+            s if s.is_server_error() => UNAVAILABLE_RETRY,
+            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => permanent_retry,
+            _ => INVALID_RETRY,
+        });
+    // The JSON answer is one line (serde_json escapes newlines inside strings).
+    let data = if json.is_object() {
+        String::from_utf8_lossy(&body).into_owned()
+    } else {
+        serde_json::json!({ "error": "refused", "message": status.to_string() }).to_string()
+    };
+    event_stream(Body::from(format!("retry: {}\nevent: refused\ndata: {data}\n\n", retry.as_millis())))
 }
 
 /// The full HTTP surface of stream over any lock registry; also returns the refresher to run.
@@ -204,7 +302,7 @@ pub fn app(
     let settings = Settings {
         stream_interval: config.stream_interval,
         lock_ttl: config.lock_ttl,
-        lock_refresh: config.lock_refresh,
+        lock_refresh: config.lock_refresh(),
         release_on_disconnect: config.release_on_disconnect,
         max_connections: config.max_connections,
         host: config.hostname.clone(),
@@ -216,9 +314,12 @@ pub fn app(
     let readiness = Readiness::new(shutdown)
         .with_probe(Arc::new(LocksProbe(locks)))
         .with_probe(Arc::new(BaseProbe(base)));
+    let host = config.hostname.clone();
     let api = Router::new()
-        .route("/stream/{user_id}/{profile_id}", get(open_stream))
+        .route("/stream/{user_id}/{profile_id}", get(open_stream).head(describe_stream))
         .with_state(sessions.clone())
+        // Which instance answered, as the original's /ping said.
+        .route("/ping", get(move || std::future::ready(host.clone())))
         .merge(pages::router());
     Ok((service_router(api, readiness, HttpMetrics::new(registry, "stream")?), sessions))
 }
@@ -238,10 +339,56 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use axum::http::{HeaderMap, HeaderValue, header};
+    use axum::response::IntoResponse;
     use clap::CommandFactory;
+    use kubescaler_shared::ApiError;
+
+    use super::{refused_in_sse, wants_event_stream};
+    use crate::sessions::Refusal;
 
     #[test]
     fn flags_are_consistent() {
         super::Config::command().debug_assert();
+    }
+
+    #[test]
+    fn only_clients_that_accept_an_event_stream_and_not_json_get_refusals_as_events() {
+        let accepts = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+            }
+            wants_event_stream(&headers)
+        };
+        assert!(accepts(&["text/event-stream"]), "EventSource");
+        assert!(accepts(&["Text/Event-Stream; charset=utf-8"]));
+        assert!(accepts(&["text/html", "text/event-stream;q=0.5"]));
+        assert!(!accepts(&[]));
+        assert!(!accepts(&["*/*"]));
+        assert!(!accepts(&["text/event-stream, application/json"]));
+        assert!(!accepts(&["text/event-stream", "application/json;q=0.1"]));
+        assert!(accepts(&["text/event-stream", "application/json;q=0"]));
+        assert!(!accepts(&["text/event-stream;q=0"]));
+    }
+
+    async fn as_event(refusal: Refusal) -> String {
+        let response = refused_in_sse(ApiError::from(refusal).into_response(), Duration::from_secs(60)).await;
+        assert_eq!(response.status(), 200);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_draining_or_stopping_instance_says_when_to_come_back() {
+        let rebalancing = as_event(Refusal::Rebalancing { retry_after: Duration::from_millis(100) }).await;
+        assert!(rebalancing.starts_with("retry: 100\nevent: refused\ndata: {"), "{rebalancing}");
+        assert!(rebalancing.contains(r#""error":"rebalancing""#), "{rebalancing}");
+        assert!(rebalancing.ends_with("}\n\n"), "{rebalancing}");
+        let stopping = as_event(Refusal::ShuttingDown).await;
+        assert!(stopping.starts_with("retry: 1000\nevent: refused\n"), "{stopping}");
+        assert!(stopping.contains(r#""error":"shutting_down""#), "{stopping}");
     }
 }

@@ -9,24 +9,41 @@
 //! key's remaining TTL: a quorum answering with a live key is a conflict (409, retry when that
 //! TTL runs out), fewer answers than a quorum is Redis unavailable (503).
 //!
+//! Extensions are this module's own script, not rslock's: rslock deletes the lock on every
+//! instance when an extension misses its quorum, so one slow answer would give away a lock
+//! that is still valid for most of its TTL. Here an extension tells a lock that is gone (held by
+//! another token, or expired) from one that could not be confirmed (too few answers), and
+//! answers how long the lock stays valid, Redlock's way: from the moment the extension was
+//! sent, TTL minus the clock drift allowance.
+//!
 //! The same registry holds the fleet: every stream instance publishes its number of open
 //! streams under its host name with a short TTL ([`PairLocks::publish`]), and reads everyone's
 //! — what rebalancing decides on.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use kubescaler_shared::config::RedisArgs;
 use kubescaler_shared::redis_quorum::RedisInstances;
 use kubescaler_shared::{ProfileId, UserId, keys};
+use tokio::time::Instant;
 
 /// A held lock on a pair.
 #[derive(Debug, Clone)]
 pub struct Lease {
     pub user: UserId,
     pub profile: ProfileId,
+    /// Until when the acquisition guarantees the lock (see [`validity_end`]).
+    pub valid_until: Instant,
     token: Vec<u8>,
+}
+
+/// Until when a lock set or extended with `ttl` by commands sent at `sent` is ours: Redlock's
+/// validity, TTL minus an allowance for the instances' clocks running faster than ours (1 % of
+/// the TTL plus 2 ms, as rslock and the Redlock description reckon it).
+pub fn validity_end(sent: Instant, ttl: Duration) -> Instant {
+    sent + ttl.saturating_sub(ttl / 100 + Duration::from_millis(2))
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,6 +54,17 @@ pub enum AcquireError {
     Unavailable(String),
 }
 
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExtendError {
+    /// Held by another token, or expired: the lock is not ours any more.
+    #[error("lock lost: {0}")]
+    Lost(String),
+    /// Too few instances answered to confirm it: the lock may still be ours, until the validity
+    /// of its last acquisition or extension runs out.
+    #[error("lock not extended: {0}")]
+    Unavailable(String),
+}
+
 /// Locks and launched markers of pairs.
 #[async_trait]
 pub trait PairLocks: Send + Sync + 'static {
@@ -44,8 +72,8 @@ pub trait PairLocks: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), String>;
     /// Takes the pair's lock for `ttl` (one attempt, no waiting) and writes its marker.
     async fn acquire(&self, user: UserId, profile: ProfileId, ttl: Duration) -> Result<Lease, AcquireError>;
-    /// Extends the lock and the marker by `ttl`; `Err` means the lock is lost.
-    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<(), String>;
+    /// Extends the lock and the marker by `ttl`; answers until when the lock is now valid.
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<Instant, ExtendError>;
     /// Releases the lock (if still ours) and removes the marker, best effort.
     async fn release(&self, lease: &Lease);
     /// Publishes that instance `host` has `streams` open, for `ttl`, and answers the open
@@ -57,6 +85,17 @@ pub trait PairLocks: Send + Sync + 'static {
 
 /// Open streams per live instance, by host name.
 pub type Fleet = BTreeMap<String, u64>;
+
+/// Extends the lock, and the marker with it, only while the lock holds the lease's token:
+/// 1 extended, 0 not ours.
+const EXTEND: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
 
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -96,6 +135,7 @@ return redis.call('DEL', KEYS[1])
 pub struct RedisLocks {
     manager: rslock::LockManager,
     instances: RedisInstances,
+    extend: redis::Script,
     release: redis::Script,
     publish: redis::Script,
     withdraw: redis::Script,
@@ -117,19 +157,11 @@ impl RedisLocks {
         Ok(Self {
             manager,
             instances: RedisInstances::new(config)?,
+            extend: redis::Script::new(EXTEND),
             release: redis::Script::new(RELEASE),
             publish: redis::Script::new(PUBLISH),
             withdraw: redis::Script::new(WITHDRAW),
         })
-    }
-
-    fn lock(&self, lease: &Lease, validity: usize) -> rslock::Lock {
-        rslock::Lock {
-            resource: keys::lock(lease.user, lease.profile).into_bytes(),
-            val: lease.token.clone(),
-            validity_time: validity,
-            lock_manager: self.manager.clone(),
-        }
     }
 
     async fn write_marker(&self, lease: &Lease, ttl: Duration) -> Result<(), String> {
@@ -161,7 +193,8 @@ impl PairLocks for RedisLocks {
             let started = Instant::now();
             match self.manager.lock(resource.as_bytes(), ttl).await {
                 Ok(lock) => {
-                    let lease = Lease { user, profile, token: lock.val };
+                    let lease =
+                        Lease { user, profile, valid_until: validity_end(started, ttl), token: lock.val };
                     if let Err(e) = self.write_marker(&lease, ttl).await {
                         self.release(&lease).await;
                         return Err(AcquireError::Unavailable(e));
@@ -198,12 +231,46 @@ impl PairLocks for RedisLocks {
         Err(AcquireError::Unavailable("the lock could not be taken".into()))
     }
 
-    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<(), String> {
-        self.manager
-            .extend(&self.lock(lease, 0), ttl)
-            .await
-            .map_err(|e| format!("lock not extended: {e}"))?;
-        self.write_marker(lease, ttl).await
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<Instant, ExtendError> {
+        let sent = Instant::now();
+        let replies = futures::future::join_all(self.instances.connections().map(|mut connection| {
+            let mut invocation = self.extend.prepare_invoke();
+            invocation
+                .key(keys::lock(lease.user, lease.profile))
+                .key(keys::launched(lease.user, lease.profile))
+                .arg(lease.token.as_slice())
+                .arg(ttl.as_millis() as u64);
+            async move { invocation.invoke_async::<i64>(&mut connection).await }
+        }))
+        .await;
+        let instances = replies.len();
+        let mut extended = 0;
+        let mut failures = Vec::new();
+        for reply in replies {
+            match reply {
+                Ok(1) => extended += 1,
+                Ok(_) => {}
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        let quorum = self.instances.quorum();
+        if extended >= quorum {
+            if !failures.is_empty() {
+                tracing::warn!(?failures, "some Redis instances did not extend a lock; a quorum did");
+            }
+            return Ok(validity_end(sent, ttl));
+        }
+        let not_ours = instances - extended - failures.len();
+        if extended + failures.len() < quorum {
+            // The instances that said "not ours" alone leave too few to ever make a quorum.
+            return Err(ExtendError::Lost(format!(
+                "expired or taken by another stream on {not_ours} of {instances} Redis instances"
+            )));
+        }
+        Err(ExtendError::Unavailable(format!(
+            "{extended} of {instances} Redis instances extended it, {quorum} needed: {}",
+            failures.join("; ")
+        )))
     }
 
     async fn release(&self, lease: &Lease) {
@@ -322,18 +389,18 @@ impl PairLocks for InProcessLocks {
         }
         let token: u128 = rand::random();
         pairs.held.insert((user, profile), (token, now + ttl));
-        Ok(Lease { user, profile, token: token.to_be_bytes().to_vec() })
+        Ok(Lease { user, profile, valid_until: now + ttl, token: token.to_be_bytes().to_vec() })
     }
 
-    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<(), String> {
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<Instant, ExtendError> {
         let now = tokio::time::Instant::now();
         let mut pairs = self.pairs();
         match pairs.held.get_mut(&(lease.user, lease.profile)) {
             Some((token, expires)) if *token == token_of(lease) && *expires > now => {
                 *expires = now + ttl;
-                Ok(())
+                Ok(now + ttl)
             }
-            _ => Err("lock not extended: expired or taken by another stream".into()),
+            _ => Err(ExtendError::Lost("expired or taken by another stream".into())),
         }
     }
 

@@ -14,11 +14,17 @@
 //! (503 `rebalancing`, retry in 100 ms): a balancer that picks it again for a moved client —
 //! round robin does, for one client in N — then sends the retry elsewhere, and the excess
 //! moves in one round instead of (N−1)/N of it per round.
+//!
+//! A lock whose extension could not be confirmed (Redis slow or away, not a lock held by
+//! someone else) is still ours until the validity of its last acquisition or extension runs
+//! out: its stream goes on, the next refresh tries again, and a watchdog beside the refresher,
+//! which waits on no Redis call, ends the stream with `lock-lost` a margin before that validity
+//! ends. A stream never outlives its lock, and one slow answer no longer ends it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -26,12 +32,13 @@ use kubescaler_shared::base_client::{BaseClient, Binding};
 use kubescaler_shared::{ProfileId, UserId};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use serde_json::json;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::feed::{self, Frame};
-use crate::locks::{Lease, PairLocks};
+use crate::locks::{ExtendError, Lease, PairLocks};
 use crate::rebalance::{Rebalancer, Tolerance};
 
 /// A comment line keeps idle connections (and proxies) from timing out when messages are rare.
@@ -46,6 +53,10 @@ const DRAINING_RETRY: Duration = Duration::from_millis(100);
 /// An instance's fleet entry outlives a missed publication or two; a dead instance's is
 /// forgotten after this many periods.
 const FLEET_ENTRY_PERIODS: u32 = 3;
+/// How long before its lock's validity runs out a stream whose extensions go unconfirmed is
+/// ended: time for the watchdog to wake and the stream to stop writing. A tenth of the TTL when
+/// that is less.
+const END_MARGIN: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct StreamMetrics {
@@ -57,6 +68,7 @@ pub struct StreamMetrics {
     pub lost: IntCounterVec,
     pub refresh: Histogram,
     pub rebalanced: IntCounter,
+    pub refused: IntCounterVec,
 }
 
 impl StreamMetrics {
@@ -91,6 +103,13 @@ impl StreamMetrics {
                 "kubescaler_stream_rebalanced_total",
                 "Streams handed off to other instances because this one held more than its share",
             )?,
+            refused: IntCounterVec::new(
+                Opts::new(
+                    "kubescaler_stream_refusals_total",
+                    "Stream requests refused, by error code (answered in SSE or JSON alike)",
+                ),
+                &["error"],
+            )?,
         };
         registry.register(Box::new(metrics.active.clone()))?;
         registry.register(Box::new(metrics.sent.clone()))?;
@@ -100,6 +119,7 @@ impl StreamMetrics {
         registry.register(Box::new(metrics.lost.clone()))?;
         registry.register(Box::new(metrics.refresh.clone()))?;
         registry.register(Box::new(metrics.rebalanced.clone()))?;
+        registry.register(Box::new(metrics.refused.clone()))?;
         Ok(metrics)
     }
 }
@@ -119,6 +139,11 @@ enum End {
 struct Held {
     lease: Lease,
     end: oneshot::Sender<End>,
+    /// When the stream must have ended unless an extension succeeds before: the lock's
+    /// validity less [`END_MARGIN`].
+    deadline: Instant,
+    /// Why the last extension was not confirmed, while it was not.
+    unconfirmed: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +201,9 @@ pub struct Sessions {
     releases: TaskTracker,
     rebalancer: Mutex<Rebalancer>,
     drain: Mutex<Option<Drain>>,
+    /// When the watchdog next looks at deadlines; a stream opened with an earlier one wakes it.
+    watchdog_at: Mutex<Instant>,
+    watchdog: Notify,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -205,12 +233,22 @@ impl Sessions {
             releases: TaskTracker::new(),
             rebalancer: Mutex::new(Rebalancer::new(settings.rebalance_tolerance)),
             drain: Mutex::new(None),
+            watchdog_at: Mutex::new(Instant::now()),
+            watchdog: Notify::new(),
             settings,
         })
     }
 
     pub fn locks(&self) -> &Arc<dyn PairLocks> {
         &self.locks
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn metrics(&self) -> &StreamMetrics {
+        &self.metrics
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
@@ -254,6 +292,7 @@ impl Sessions {
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (end_tx, end_rx) = oneshot::channel();
+        let deadline = self.deadline(lease.valid_until);
         let mut held = self.held();
         // Checked under the lock the shutdown drain takes after cancelling: either the drain
         // sees this pair and releases it, or this request does, before answering.
@@ -262,8 +301,11 @@ impl Sessions {
             self.locks.release(&lease).await;
             return Err(Refusal::ShuttingDown);
         }
-        held.insert(id, Held { lease: lease.clone(), end: end_tx });
+        held.insert(id, Held { lease: lease.clone(), end: end_tx, deadline, unconfirmed: None });
         drop(held);
+        if deadline < *lock(&self.watchdog_at) {
+            self.watchdog.notify_one();
+        }
         self.metrics.active.inc();
         tracing::info!(%user, %profile, stream = id, binding = ?bound, lock = ?(started.elapsed() - bound), "stream opened");
         let guard = StreamGuard { id, lease, sessions: self.clone(), _permit: permit };
@@ -271,21 +313,27 @@ impl Sessions {
     }
 
     /// The refresher: every `LOCK_REFRESH`, extend every held lock and marker and re-check
-    /// every binding; end the streams that lost either. On shutdown, release every lock.
+    /// every binding; end the streams that lost either. Beside it, the watchdog ends the streams
+    /// whose locks could not be extended in time. On shutdown, release every lock.
     pub async fn refresh_until_shutdown(self: Arc<Self>) {
-        let mut ticks = tokio::time::interval(self.settings.lock_refresh);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
-        // The first tick is at once: the instance joins the fleet as it starts.
-        let mut rebalance = tokio::time::interval(self.settings.rebalance_period);
-        rebalance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => self.refresh_all().await,
-                _ = rebalance.tick() => self.rebalance().await,
-                () = self.shutdown.cancelled() => break,
+        let refresher = async {
+            let mut ticks = tokio::time::interval(self.settings.lock_refresh);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            // The first tick is at once: the instance joins the fleet as it starts.
+            let mut rebalance = tokio::time::interval(self.settings.rebalance_period);
+            rebalance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => self.refresh_all().await,
+                    _ = rebalance.tick() => self.rebalance().await,
+                    () = self.shutdown.cancelled() => break,
+                }
             }
-        }
+        };
+        // In the same task, yet never waiting behind the refresher's Redis calls: `join` polls
+        // the watchdog whenever its timer fires.
+        tokio::join!(refresher, self.watch_deadlines());
         // Out of the fleet first, so that no instance counts this one's streams as placed.
         self.locks.withdraw(&self.settings.host).await;
         // Every lock is released here, and awaited, so the pairs can move to another replica
@@ -303,16 +351,80 @@ impl Sessions {
         self.releases.wait().await;
     }
 
+    /// When a stream whose lock is valid until `valid_until` must have ended.
+    fn deadline(&self, valid_until: Instant) -> Instant {
+        valid_until.checked_sub(END_MARGIN.min(self.settings.lock_ttl / 10)).unwrap_or(valid_until)
+    }
+
+    /// Ends every stream whose deadline has come, and sleeps until the next one. Deadlines only
+    /// move later (an extension) or go (a stream ends); an earlier one can only come with a new
+    /// stream, which wakes this.
+    async fn watch_deadlines(&self) {
+        loop {
+            let now = Instant::now();
+            let mut next = now + self.settings.lock_refresh;
+            let mut expired = Vec::new();
+            {
+                let held = self.held();
+                for (id, stream) in held.iter() {
+                    if stream.deadline <= now {
+                        expired.push((*id, stream.unconfirmed.clone()));
+                    } else {
+                        next = next.min(stream.deadline);
+                    }
+                }
+                // Set under the same lock as the scan: a stream opened after the scan compares
+                // its deadline with this, not with the previous wake.
+                *lock(&self.watchdog_at) = next;
+            }
+            for (id, why) in expired {
+                let why = why.unwrap_or_else(|| "no extension confirmed".into());
+                let reason = format!("the lock could not be extended before it may expire: {why}");
+                self.end(id, End::LockLost(reason), "lock");
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                () = self.watchdog.notified() => {}
+                () = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
     async fn refresh_all(self: &Arc<Self>) {
         let snapshot: Vec<(u64, Lease)> = self.held().iter().map(|(id, h)| (*id, h.lease.clone())).collect();
+        let unconfirmed = AtomicU64::new(0);
+        let unconfirmed = &unconfirmed;
         futures::stream::iter(snapshot)
             .for_each_concurrent(64, |(id, lease)| async move {
                 let started = Instant::now();
-                let extended = self.locks.extend(&lease, self.settings.lock_ttl).await;
+                // Redis calls time out by themselves (REDIS_TIMEOUT); this bounds a cycle even if
+                // one did not, so the next refresh comes while the lock is still valid.
+                let extension = self.locks.extend(&lease, self.settings.lock_ttl);
+                let extended = tokio::time::timeout(self.settings.lock_refresh, extension).await.unwrap_or_else(
+                    |_| Err(ExtendError::Unavailable("no answer within LOCK_REFRESH".into())),
+                );
                 self.metrics.refresh.observe(started.elapsed().as_secs_f64());
-                if let Err(why) = extended {
-                    self.end(id, End::LockLost(why), "lock");
-                    return;
+                match extended {
+                    Ok(valid_until) => {
+                        if let Some(held) = self.held().get_mut(&id) {
+                            held.deadline = held.deadline.max(self.deadline(valid_until));
+                            if held.unconfirmed.take().is_some() {
+                                tracing::info!(user = %lease.user, profile = %lease.profile, stream = id, "lock extended again");
+                            }
+                        }
+                    }
+                    Err(ExtendError::Lost(why)) => {
+                        self.end(id, End::LockLost(why), "lock");
+                        return;
+                    }
+                    // Perhaps still ours: the stream goes on until its deadline, which the
+                    // watchdog keeps; the next refresh tries again.
+                    Err(ExtendError::Unavailable(why)) => {
+                        if let Some(held) = self.held().get_mut(&id) {
+                            held.unconfirmed = Some(why);
+                            unconfirmed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
                 match self.base.binding(lease.profile, lease.user).await {
                     Ok(Binding::Bound) => {}
@@ -328,6 +440,11 @@ impl Sessions {
                 }
             })
             .await;
+        let unconfirmed = unconfirmed.load(Ordering::Relaxed);
+        if unconfirmed > 0 {
+            let example = self.held().values().find_map(|held| held.unconfirmed.clone());
+            tracing::warn!(locks = unconfirmed, why = ?example, "locks not extended; their streams go on while the locks are still valid");
+        }
     }
 
     /// Publishes this instance's open streams and, when it holds more than its share of the

@@ -110,6 +110,24 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): its connections stay open and nothing is answered, as
+    /// with a server too busy to reply — unlike [`stop`](Self::stop), after which connections
+    /// are refused at once.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`pause`](Self::pause)d server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().and_then(Child::id).expect("redis-server is running");
+        let status = std::process::Command::new("kill").args([name, &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill {name} {pid} failed");
+    }
+
     /// Runs one command on a fresh connection and returns the reply.
     pub async fn command<T: redis::FromRedisValue>(&self, args: &[&str]) -> redis::RedisResult<T> {
         let client = redis::Client::open(self.url())?;

@@ -162,3 +162,78 @@ async fn pages_are_served() {
     assert_eq!(stream.get("/index/x/y").await.0, StatusCode::BAD_REQUEST);
     let _ = json!(null);
 }
+
+#[tokio::test]
+async fn head_describes_the_stream_without_taking_its_lock() {
+    let redis = RedisServer::start().await;
+    let base = spawn_base().await;
+    let stream = spawn_stream(stream_config(&base, vec![redis.url()])).await;
+    let (user, profile) = pair(&base).await;
+
+    let head = stream.client.head(stream.url(&format!("/stream/{user}/{profile}"))).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["content-type"], "text/event-stream");
+    assert_eq!(head.headers()["cache-control"], "no-cache");
+    assert!(head.bytes().await.unwrap().is_empty(), "no body");
+    assert_eq!(lock_keys(&redis, &user, &profile).await, (false, false), "no lock, no launched marker");
+    assert_eq!(metric(&stream, "kubescaler_stream_active_connections").await, 0.0);
+
+    let mut sse = Sse::open(&stream, &user, &profile).await.expect("a GET after the HEAD streams");
+    assert!(sse.next(Duration::from_secs(2)).await.is_some());
+    let invalid = stream.client.head(stream.url(&format!("/stream/nope/{profile}"))).send().await.unwrap();
+    assert_eq!(invalid.status(), StatusCode::BAD_REQUEST, "ids are checked as for a GET");
+}
+
+#[tokio::test]
+async fn ping_answers_the_host_name() {
+    let redis = require_redis().await;
+    let base = spawn_base().await;
+    let stream = spawn_stream(stream_config(&base, vec![redis])).await;
+    let ping = stream.client.get(stream.url("/ping")).send().await.unwrap();
+    assert_eq!(ping.status(), StatusCode::OK);
+    assert!(ping.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(ping.text().await.unwrap(), "stream-test");
+}
+
+/// The URLs a browser would load from the agent page at `page`: its script and its stream,
+/// resolved against the page's `<base href>` when it has one.
+async fn agent_page_urls(stream: &Http, page: &str) -> (reqwest::Url, reqwest::Url) {
+    let page_url = reqwest::Url::parse(&stream.url(page)).unwrap();
+    let response = stream.client.get(page_url.clone()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{page}");
+    let html = response.text().await.unwrap();
+    let attribute = |tag: &str, name: &str| -> Option<String> {
+        let at = html.find(tag)?;
+        let rest = &html[at..];
+        let value = &rest[rest.find(&format!("{name}=\""))? + name.len() + 2..];
+        Some(value[..value.find('"')?].to_owned())
+    };
+    let base = match attribute("<base", "href") {
+        Some(href) => page_url.join(&href).unwrap(),
+        None => page_url,
+    };
+    let script = base.join(&attribute("<script", "src").expect("a script")).unwrap();
+    // agent.js connects to `../../stream/{user}/{profile}`, relative to the same base.
+    let segments: Vec<&str> = page.split('/').filter(|s| !s.is_empty()).collect();
+    let stream_url = base.join(&format!("../../stream/{}/{}", segments[1], segments[2])).unwrap();
+    (script, stream_url)
+}
+
+#[tokio::test]
+async fn the_agent_page_works_with_and_without_a_trailing_slash() {
+    let redis = require_redis().await;
+    let base = spawn_base().await;
+    let stream = spawn_stream(stream_config(&base, vec![redis])).await;
+    let (user, profile) = pair(&base).await;
+    let js = stream.client.get(stream.url("/static/agent.js")).send().await.unwrap().text().await.unwrap();
+    assert!(js.contains("`../../stream/${user}/${profile}`"), "the stream URL the test resolves");
+
+    for page in [format!("/index/{user}/{profile}"), format!("/index/{user}/{profile}/")] {
+        let (script, stream_url) = agent_page_urls(&stream, &page).await;
+        assert_eq!(script.path(), "/static/agent.js", "from {page}");
+        assert_eq!(stream_url.path(), format!("/stream/{user}/{profile}"), "from {page}");
+        let loaded = stream.client.get(script).send().await.unwrap();
+        assert_eq!(loaded.status(), StatusCode::OK);
+    }
+    assert_eq!(stream.get("/index/x/y/").await.0, StatusCode::BAD_REQUEST);
+}

@@ -24,6 +24,7 @@ pub async fn spawn_base() -> Running {
     let config = kubescaler_base::Config {
         port: 0,
         cassandra: CassandraConfig::new(nodes, KEYSPACE).unwrap(),
+        hostname: "localhost".to_owned(),
         common: common_args(),
     };
     let shutdown = CancellationToken::new();
@@ -38,7 +39,7 @@ pub fn stream_config(base: &Running, redis_urls: Vec<String>) -> kubescaler_stre
         base: BaseClientConfig::new(&base.base_url),
         redis: RedisArgs { urls: redis_urls, timeout: Duration::from_millis(300) },
         lock_ttl: TTL,
-        lock_refresh: REFRESH,
+        lock_refresh: Some(REFRESH),
         release_on_disconnect: false,
         stream_interval: Duration::from_millis(50),
         stream_message_bytes: 2_000,
@@ -77,6 +78,16 @@ pub struct Event {
     pub data: Value,
 }
 
+/// What reading a stream gave.
+#[derive(Debug)]
+pub enum Read {
+    Event(Event),
+    /// Nothing within the time given.
+    Quiet,
+    /// The response body ended.
+    Ended,
+}
+
 /// An open SSE connection, read event by event.
 pub struct Sse {
     pub headers: reqwest::header::HeaderMap,
@@ -103,6 +114,14 @@ impl Sse {
 
     /// The next event, or `None` when the stream ended (or nothing came within `within`).
     pub async fn next(&mut self, within: Duration) -> Option<Event> {
+        match self.poll(within).await {
+            Read::Event(event) => Some(event),
+            Read::Quiet | Read::Ended => None,
+        }
+    }
+
+    /// The next event, or whether the stream ended or stayed quiet for `within`.
+    pub async fn poll(&mut self, within: Duration) -> Read {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
@@ -123,11 +142,26 @@ impl Sse {
                     continue; // a comment or a retry hint
                 }
                 event.data = serde_json::from_str(&data).unwrap();
-                return Some(event);
+                return Read::Event(event);
             }
             match tokio::time::timeout_at(deadline, self.body.next()).await {
                 Ok(Some(Ok(chunk))) => self.buffer.extend_from_slice(&chunk),
-                _ => return None,
+                Ok(_) => return Read::Ended,
+                Err(_) => return Read::Quiet,
+            }
+        }
+    }
+
+    /// Reads for `duration`: the messages that came, and what ended the reading early if
+    /// anything did (`Read::Event` an event other than a message, `Read::Ended`).
+    pub async fn read_for(&mut self, duration: Duration) -> (u64, Read) {
+        let deadline = tokio::time::Instant::now() + duration;
+        let mut messages = 0;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.poll(left).await {
+                Read::Event(event) if event.event == "message" => messages += 1,
+                other => return (messages, other),
             }
         }
     }

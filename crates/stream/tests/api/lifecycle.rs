@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kubescaler_shared::{ProfileId, UserId, keys};
-use kubescaler_stream::locks::{AcquireError, Fleet, Lease, PairLocks, RedisLocks};
+use kubescaler_stream::locks::{AcquireError, ExtendError, Fleet, Lease, PairLocks, RedisLocks};
 use kubescaler_stream::sessions::Refusal;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -235,7 +235,7 @@ impl PairLocks for ShutdownDuringAcquire {
         self.shutdown.cancel();
         lease
     }
-    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<(), String> {
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<tokio::time::Instant, ExtendError> {
         self.inner.extend(lease, ttl).await
     }
     async fn release(&self, lease: &Lease) {

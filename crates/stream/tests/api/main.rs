@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admission;
+mod eventsource;
 mod helpers;
 mod lifecycle;
+mod outage;
 mod processes;
 mod rebalance;

@@ -239,8 +239,9 @@ async fn with_rebalance_off_nothing_moves() {
     assert_eq!((gauge(&a).await, gauge(&b).await), (40, 0));
     assert_eq!(metric(&a, "kubescaler_stream_rebalanced_total").await, 0.0);
     clients.tally(|t| assert_eq!(t.reconnects, 0, "{t:?}"));
-    // Both still publish: the fleet knows them.
-    let fleet: Vec<String> = redis.command(&["ZRANGE", "kubescaler:instances", "0", "-1"]).await.unwrap();
+    // Both still publish: the fleet knows them (in the order of their last publications).
+    let mut fleet: Vec<String> = redis.command(&["ZRANGE", "kubescaler:instances", "0", "-1"]).await.unwrap();
+    fleet.sort();
     assert_eq!(fleet, ["stream-a", "stream-b"]);
     clients.stop().await;
 }
@@ -287,7 +288,9 @@ async fn survivors_of_a_killed_instance_forget_it_and_balance_among_themselves()
     let killed = Instant::now();
     let deadline = killed + PERIOD * 3 + Duration::from_secs(1);
     loop {
-        let fleet: Vec<String> = redis.command(&["ZRANGE", "kubescaler:instances", "0", "-1"]).await.unwrap();
+        let mut fleet: Vec<String> =
+            redis.command(&["ZRANGE", "kubescaler:instances", "0", "-1"]).await.unwrap();
+        fleet.sort();
         let entry: Option<String> = redis.command(&["GET", "kubescaler:instance:stream-c"]).await.unwrap();
         if fleet == ["stream-a", "stream-b"] && entry.is_none() {
             break;

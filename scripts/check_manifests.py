@@ -155,6 +155,15 @@ def main() -> int:
     if "main" in hpas and hpas["main"]["spec"]["metrics"][0]["resource"]["name"] != "cpu":
         problems.append("main must scale on CPU")
 
+    # What minikube-up.sh tells a user about scale-down must be what the HPAs do.
+    minikube_up = (root / "scripts/minikube-up.sh").read_text()
+    stated = re.search(r"\((\d+) s of calm\)", minikube_up)
+    for name, hpa in hpas.items():
+        window = hpa["spec"].get("behavior", {}).get("scaleDown", {}).get("stabilizationWindowSeconds")
+        if not stated or window != int(stated.group(1)):
+            said = stated.group(0) if stated else "nothing"
+            problems.append(f"HPA {name}: scales down after {window} s of calm; minikube-up.sh says {said}")
+
     for p in problems:
         print(f"  - {p}")
     print(f"{rendered.name}: {len(objects)} objects, {len(problems)} problems")

@@ -22,11 +22,11 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches};
 use kubescaler_base::cassandra::CassandraStore;
 use kubescaler_base::embedded::EmbeddedStore;
 use kubescaler_base::store::Store;
+use kubescaler_core::{ProfileId, UserId};
 use kubescaler_main::Mount;
 use kubescaler_main::launched::{LaunchedReader, RedisLaunched, RegistryError};
-use kubescaler_shared::config::{CommonArgs, LogFormat};
-use kubescaler_shared::http::Service;
-use kubescaler_shared::{ProfileId, UserId};
+use kubescaler_server::config::{CommonArgs, LogFormat};
+use kubescaler_server::http::Service;
 use kubescaler_stream::locks::{InProcessLocks, PairLocks, RedisLocks};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
@@ -277,10 +277,8 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         kubescaler_base::app(store.clone(), &config.base.hostname, shutdown.clone(), registry.clone())?;
     let base = Service::bind("base", &internal, 0, base_router, shutdown.clone()).await?;
     let base_url = format!("http://127.0.0.1:{}", base.port());
-    config.main.base =
-        kubescaler_shared::base_client::BaseClientConfig { url: base_url.clone(), ..config.main.base };
-    config.stream.base =
-        kubescaler_shared::base_client::BaseClientConfig { url: base_url, ..config.stream.base };
+    config.main.base.url = base_url.clone();
+    config.stream.base.url = base_url;
 
     let (locks, launched): (Arc<dyn PairLocks>, Arc<dyn LaunchedReader>) = if config.real_redis {
         (Arc::new(RedisLocks::new(&config.stream.redis)?), Arc::new(RedisLaunched::new(&config.main.redis)?))

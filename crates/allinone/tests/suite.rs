@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kubescaler::{Config, Options};
-use kubescaler_shared::config::LogFormat;
+use kubescaler_server::config::LogFormat;
 use kubescaler_testkit::{Http, error_code, free_port};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -44,7 +44,7 @@ struct Running {
 }
 
 async fn start(config: Config) -> Running {
-    kubescaler_shared::telemetry::init_for_tests();
+    kubescaler_server::telemetry::init_for_tests();
     let shutdown = CancellationToken::new();
     let suite = kubescaler::start(config, shutdown.clone()).await.unwrap();
     let http = Http::new(std::net::SocketAddr::from(([127, 0, 0, 1], suite.port())));

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use clap::Args;
-use kubescaler_shared::model::{Profile, ProfileUsers, User, UserName};
-use kubescaler_shared::{ProfileId, UserId};
+use kubescaler_core::duration;
+use kubescaler_core::model::{Profile, ProfileUsers, User, UserName};
+use kubescaler_core::{ProfileId, UserId};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -62,11 +63,11 @@ pub struct CassandraConfig {
     pub replication: String,
 
     /// Time allowed to open a connection to a node.
-    #[arg(id = "cassandra_connect_timeout", long = "cassandra-connect-timeout", env = "CASSANDRA_CONNECT_TIMEOUT", value_name = "CASSANDRA_CONNECT_TIMEOUT", value_parser = kubescaler_shared::config::duration, default_value = "5s")]
+    #[arg(id = "cassandra_connect_timeout", long = "cassandra-connect-timeout", env = "CASSANDRA_CONNECT_TIMEOUT", value_name = "CASSANDRA_CONNECT_TIMEOUT", value_parser = duration::parse, default_value = "5s")]
     pub connect_timeout: Duration,
 
     /// Client-side timeout of one query (all its retries included).
-    #[arg(id = "cassandra_request_timeout", long = "cassandra-request-timeout", env = "CASSANDRA_REQUEST_TIMEOUT", value_name = "CASSANDRA_REQUEST_TIMEOUT", value_parser = kubescaler_shared::config::duration, default_value = "5s")]
+    #[arg(id = "cassandra_request_timeout", long = "cassandra-request-timeout", env = "CASSANDRA_REQUEST_TIMEOUT", value_name = "CASSANDRA_REQUEST_TIMEOUT", value_parser = duration::parse, default_value = "5s")]
     pub request_timeout: Duration,
 }
 

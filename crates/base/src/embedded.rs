@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kubescaler_shared::model::{Profile, ProfileUsers, User, UserName};
-use kubescaler_shared::{ProfileId, UserId};
+use kubescaler_core::model::{Profile, ProfileUsers, User, UserName};
+use kubescaler_core::{ProfileId, UserId};
 use redb::{
     Database, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable,
     TableDefinition, WriteTransaction,

@@ -7,7 +7,7 @@
 //! [`build`] binds and wires; the `base` binary is a thin shell around it, and
 //! tests start it in-process on port 0.
 //!
-//! [`ApiError`]: kubescaler_shared::ApiError
+//! [`ApiError`]: kubescaler_server::ApiError
 //! [`Store`]: store::Store
 
 pub mod cassandra;
@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use clap::Parser;
-use kubescaler_shared::config::{CommonArgs, DEFAULT_HOSTNAME};
-use kubescaler_shared::http::{HttpMetrics, Readiness, Service, service_router};
+use kubescaler_server::config::{CommonArgs, DEFAULT_HOSTNAME};
+use kubescaler_server::http::{HttpMetrics, Readiness, Service, service_router};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 

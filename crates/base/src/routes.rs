@@ -8,10 +8,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use kubescaler_shared::error::ApiPath;
-use kubescaler_shared::http::host_name;
-use kubescaler_shared::model::{Profile, ProfileBody, User, UserBody};
-use kubescaler_shared::{ApiError, ApiJson, ProfileId, UserId};
+use kubescaler_core::model::{Profile, ProfileBody, User, UserBody};
+use kubescaler_core::{ProfileId, UserId};
+use kubescaler_server::error::ApiPath;
+use kubescaler_server::http::host_name;
+use kubescaler_server::{ApiError, ApiJson};
 
 use crate::store::Store;
 

@@ -3,8 +3,9 @@
 //! conformance suite (`tests/store.rs`), so the API cannot tell them apart.
 
 use async_trait::async_trait;
-use kubescaler_shared::model::{Profile, User};
-use kubescaler_shared::{ApiError, ProfileId, UserId};
+use kubescaler_core::model::{Profile, User};
+use kubescaler_core::{ProfileId, UserId};
+use kubescaler_server::ApiError;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -71,7 +72,7 @@ impl std::fmt::Debug for dyn Store {
 }
 
 #[async_trait]
-impl kubescaler_shared::http::Probe for StoreProbe {
+impl kubescaler_server::http::Probe for StoreProbe {
     fn name(&self) -> &'static str {
         self.0.backend()
     }

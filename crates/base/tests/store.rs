@@ -9,8 +9,8 @@ use std::time::Duration;
 use kubescaler_base::cassandra::{CassandraConfig, CassandraStore};
 use kubescaler_base::embedded::EmbeddedStore;
 use kubescaler_base::store::{Store, StoreError};
-use kubescaler_shared::model::{Profile, ProfileUsers, User, UserName};
-use kubescaler_shared::{ProfileId, UserId};
+use kubescaler_core::model::{Profile, ProfileUsers, User, UserName};
+use kubescaler_core::{ProfileId, UserId};
 
 fn user(name: &str) -> User {
     User { id: UserId::new_random(), name: UserName::parse(name).unwrap() }

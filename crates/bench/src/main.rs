@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use kubescaler_shared::config::duration;
-use kubescaler_shared::{ProfileId, UserId, keys};
+use kubescaler_core::duration;
+use kubescaler_core::{ProfileId, UserId, keys};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::response::PagingState;
@@ -52,7 +52,7 @@ enum Command {
         load: Load,
     },
     /// Create a user in `--profiles` new profiles through base, and mark `--launched` of the
-    /// pairs as launched in Redis (the key schema of kubescaler-shared); prints the user id.
+    /// pairs as launched in Redis (the key schema of kubescaler-core); prints the user id.
     SeedLogin {
         #[arg(long)]
         base_url: String,
@@ -81,9 +81,9 @@ enum Command {
         raw: bool,
         #[arg(long, default_value_t = 100)]
         clients: usize,
-        #[arg(long, value_parser = duration, default_value = "5s")]
+        #[arg(long, value_parser = duration::parse, default_value = "5s")]
         warmup: Duration,
-        #[arg(long, value_parser = duration, default_value = "20s")]
+        #[arg(long, value_parser = duration::parse, default_value = "20s")]
         duration: Duration,
         /// Bytes per second each client reads at most (slow readers).
         #[arg(long)]
@@ -109,7 +109,7 @@ enum Command {
         redis: String,
         #[arg(long, default_value_t = 50)]
         concurrency: usize,
-        #[arg(long, value_parser = duration, default_value = "10s")]
+        #[arg(long, value_parser = duration::parse, default_value = "10s")]
         duration: Duration,
     },
     /// Measure HTTP GETs of one URL.
@@ -135,10 +135,10 @@ struct Load {
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
     /// Measured time (after the warm-up).
-    #[arg(long, value_parser = duration, default_value = "10s")]
+    #[arg(long, value_parser = duration::parse, default_value = "10s")]
     duration: Duration,
     /// Unmeasured time first, to fill pools and caches.
-    #[arg(long, value_parser = duration, default_value = "2s")]
+    #[arg(long, value_parser = duration::parse, default_value = "2s")]
     warmup: Duration,
     /// Label printed with the result.
     #[arg(long, default_value = "run")]

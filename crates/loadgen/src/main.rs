@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
-use kubescaler_shared::config::duration;
+use kubescaler_core::duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     streams: usize,
     /// How long to hold them.
-    #[arg(long, value_parser = duration, default_value = "60s")]
+    #[arg(long, value_parser = duration::parse, default_value = "60s")]
     duration: Duration,
     /// Streams opened per second.
     #[arg(long, default_value_t = 10.0)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kubescaler::Options;
-use kubescaler_shared::config::LogFormat;
+use kubescaler_server::config::LogFormat;
 use kubescaler_testkit::Http;
 use reqwest::StatusCode;
 use serde_json::{Value, json};

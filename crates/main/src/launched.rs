@@ -1,15 +1,16 @@
 //! Which user–profile pairs are streaming right now ("launched"), as main sees them.
 //!
-//! stream writes a marker per pair (key schema in `kubescaler_shared::keys`) on the Redis
+//! stream writes a marker per pair (key schema in `kubescaler_core::keys`) on the Redis
 //! instances where it holds the pair's Redlock, with the lock's TTL. main asks every instance
 //! with ONE `MGET` of all the pairs' markers, whatever their number, and counts a pair as
 //! launched when any instance that answered holds its marker. A quorum (N/2+1) of instances
 //! must answer: the write reached a quorum, so a quorum of readers sees it.
 
 use async_trait::async_trait;
-use kubescaler_shared::config::RedisArgs;
-use kubescaler_shared::redis_quorum::RedisInstances;
-use kubescaler_shared::{ApiError, ProfileId, UserId, keys};
+use kubescaler_core::{ProfileId, UserId, keys};
+use kubescaler_redis::RedisArgs;
+use kubescaler_redis::RedisInstances;
+use kubescaler_server::ApiError;
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{backend} unavailable: {message}")]

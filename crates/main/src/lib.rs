@@ -14,15 +14,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::Router;
 use clap::Parser;
-use kubescaler_shared::config::{CommonArgs, DEFAULT_HOSTNAME, RedisArgs};
-use kubescaler_shared::http::{HttpMetrics, Probe, Readiness, Service, service_router};
+use kubescaler_redis::RedisArgs;
+use kubescaler_server::config::{CommonArgs, DEFAULT_HOSTNAME};
+use kubescaler_server::http::{HttpMetrics, Probe, Readiness, Service, service_router};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::launched::{LaunchedReader, RedisLaunched};
 use crate::routes::AppState;
 use crate::testdata::TestData;
-use kubescaler_shared::base_client::{BaseClient, BaseClientConfig, BaseProbe};
+use kubescaler_base_client::{BaseClient, BaseClientConfig, BaseProbe};
 
 /// Port main listens on when `PORT` is not set.
 pub const DEFAULT_PORT: u16 = 8082;

@@ -12,15 +12,16 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get};
-use kubescaler_shared::error::{ApiPath, ApiQuery, method_not_allowed_for, no_route_for};
-use kubescaler_shared::http::host_name;
-use kubescaler_shared::model::{Profile, User};
-use kubescaler_shared::{ApiError, ApiJson, ProfileId, UserId};
+use kubescaler_core::model::{Profile, User};
+use kubescaler_core::{ProfileId, UserId};
+use kubescaler_server::error::{ApiPath, ApiQuery, method_not_allowed_for, no_route_for};
+use kubescaler_server::http::host_name;
+use kubescaler_server::{ApiError, ApiJson};
 use subtle::ConstantTimeEq;
 
 use crate::launched::LaunchedReader;
 use crate::testdata::{Params, Progress, TestData};
-use kubescaler_shared::base_client::BaseClient;
+use kubescaler_base_client::BaseClient;
 
 /// What every handler needs.
 #[derive(Clone)]

@@ -14,15 +14,16 @@ use axum::http::StatusCode;
 use fake::Fake;
 use fake::faker::name::en::Name;
 use futures::StreamExt;
-use kubescaler_shared::model::{ProfileBody, ProfileUsers, UserBody, UserName};
-use kubescaler_shared::{ApiError, UserId};
+use kubescaler_core::UserId;
+use kubescaler_core::model::{ProfileBody, ProfileUsers, UserBody, UserName};
+use kubescaler_server::ApiError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use kubescaler_shared::base_client::BaseClient;
+use kubescaler_base_client::BaseClient;
 
 /// Bounds of both sizes, as in the original.
 pub const MIN_SIZE: u32 = 2;

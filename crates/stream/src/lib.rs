@@ -27,11 +27,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
-use kubescaler_shared::base_client::{BaseClient, BaseClientConfig, BaseProbe};
-use kubescaler_shared::config::{CommonArgs, RedisArgs, duration};
-use kubescaler_shared::error::ApiPath;
-use kubescaler_shared::http::{HttpMetrics, Probe, Readiness, Service, service_router};
-use kubescaler_shared::{ApiError, ProfileId, UserId};
+use kubescaler_base_client::{BaseClient, BaseClientConfig, BaseProbe};
+use kubescaler_core::duration;
+use kubescaler_core::{ProfileId, UserId};
+use kubescaler_redis::RedisArgs;
+use kubescaler_server::ApiError;
+use kubescaler_server::config::CommonArgs;
+use kubescaler_server::error::ApiPath;
+use kubescaler_server::http::{HttpMetrics, Probe, Readiness, Service, service_router};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -64,13 +67,13 @@ pub struct Config {
     pub redis: RedisArgs,
 
     /// Lifetime of a pair's lock and launched marker after their last refresh.
-    #[arg(long, env = "LOCK_TTL", value_parser = duration, default_value = "60s")]
+    #[arg(long, env = "LOCK_TTL", value_parser = duration::parse, default_value = "60s")]
     pub lock_ttl: Duration,
 
     /// How often the refresher extends every held lock and marker (less than LOCK_TTL)
     /// [default: LOCK_TTL / 6, 10s for the default TTL: five refreshes may fail before a lock
     /// can expire].
-    #[arg(long, env = "LOCK_REFRESH", value_parser = duration)]
+    #[arg(long, env = "LOCK_REFRESH", value_parser = duration::parse)]
     pub lock_refresh: Option<Duration>,
 
     /// Release lock and marker as soon as a client disconnects, instead of letting them
@@ -79,7 +82,7 @@ pub struct Config {
     pub release_on_disconnect: bool,
 
     /// Time between messages (0: as fast as possible, for benchmarks).
-    #[arg(long, env = "STREAM_INTERVAL", value_parser = duration, default_value = "100ms")]
+    #[arg(long, env = "STREAM_INTERVAL", value_parser = duration::parse, default_value = "100ms")]
     pub stream_interval: Duration,
 
     /// Random data per message, in bytes.
@@ -107,7 +110,7 @@ pub struct Config {
 
     /// How often the instance publishes its open streams and decides whether to hand some off
     /// [default: LOCK_REFRESH].
-    #[arg(long, env = "REBALANCE_PERIOD", value_parser = duration)]
+    #[arg(long, env = "REBALANCE_PERIOD", value_parser = duration::parse)]
     pub rebalance_period: Option<Duration>,
 
     /// Streams an instance may hold over its fair share before it hands any off: a number of
@@ -344,7 +347,7 @@ mod tests {
     use axum::http::{HeaderMap, HeaderValue, header};
     use axum::response::IntoResponse;
     use clap::CommandFactory;
-    use kubescaler_shared::ApiError;
+    use kubescaler_server::ApiError;
 
     use super::{refused_in_sse, wants_event_stream};
     use crate::sessions::Refusal;

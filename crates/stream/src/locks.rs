@@ -24,9 +24,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kubescaler_shared::config::RedisArgs;
-use kubescaler_shared::redis_quorum::RedisInstances;
-use kubescaler_shared::{ProfileId, UserId, keys};
+use kubescaler_core::{ProfileId, UserId, keys};
+use kubescaler_redis::RedisArgs;
+use kubescaler_redis::RedisInstances;
 use tokio::time::Instant;
 
 /// A held lock on a pair.

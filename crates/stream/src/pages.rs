@@ -7,8 +7,8 @@ use axum::Router;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
-use kubescaler_shared::error::ApiPath;
-use kubescaler_shared::{ProfileId, UserId};
+use kubescaler_core::{ProfileId, UserId};
+use kubescaler_server::error::ApiPath;
 
 const AGENT_HTML: &str = include_str!("../../../static/agent.html");
 const AGENT_JS: &str = include_str!("../../../static/agent.js");

@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kubescaler_shared::base_client::{BaseClient, Binding};
-use kubescaler_shared::{ProfileId, UserId};
+use kubescaler_base_client::{BaseClient, Binding};
+use kubescaler_core::{ProfileId, UserId};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use serde_json::json;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
@@ -170,7 +170,7 @@ pub enum Refusal {
     #[error("this instance serves its maximum of {0} streams")]
     Full(usize),
     #[error(transparent)]
-    Base(#[from] kubescaler_shared::base_client::BaseError),
+    Base(#[from] kubescaler_base_client::BaseError),
     #[error(transparent)]
     Lock(#[from] crate::locks::AcquireError),
     #[error("the service is shutting down")]

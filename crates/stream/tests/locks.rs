@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubescaler_shared::config::RedisArgs;
-use kubescaler_shared::{ProfileId, UserId};
+use kubescaler_core::{ProfileId, UserId};
+use kubescaler_redis::RedisArgs;
 use kubescaler_stream::locks::{AcquireError, Fleet, InProcessLocks, PairLocks, RedisLocks};
 use kubescaler_testkit::RedisServer;
 

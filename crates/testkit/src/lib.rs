@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use kubescaler_shared::config::{CommonArgs, LogFormat};
-use kubescaler_shared::http::Service;
+use kubescaler_server::config::{CommonArgs, LogFormat};
+use kubescaler_server::http::Service;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
@@ -400,7 +400,7 @@ pub struct Running {
 impl Running {
     /// Runs a service built with `shutdown` as its token.
     pub fn start(service: Service, shutdown: CancellationToken) -> Self {
-        kubescaler_shared::telemetry::init_for_tests();
+        kubescaler_server::telemetry::init_for_tests();
         let addr = SocketAddr::from(([127, 0, 0, 1], service.port()));
         let task = tokio::spawn(service.run_until_stopped());
         Self { http: Http::new(addr), addr, shutdown, task: Some(task) }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kubescaler_base::Config;
 use kubescaler_base::cassandra::CassandraConfig;
-use kubescaler_shared::config::{CommonArgs, LogFormat};
+use kubescaler_server::config::{CommonArgs, LogFormat};
 pub use kubescaler_testkit::{Forwarder, Http, error_code, require_cassandra};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -60,7 +60,7 @@ impl TestApp {
 
     /// base with the given config, not waiting for readiness.
     pub async fn start(config: Config) -> Self {
-        kubescaler_shared::telemetry::init_for_tests();
+        kubescaler_server::telemetry::init_for_tests();
         let shutdown = CancellationToken::new();
         let app = kubescaler_base::build(config, shutdown.clone()).await.unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));

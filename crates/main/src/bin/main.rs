@@ -4,8 +4,8 @@ use kubescaler_main::Config;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    kubescaler_shared::telemetry::init(config.common.log_format);
-    let shutdown = kubescaler_shared::shutdown::token_on_signal();
+    kubescaler_server::telemetry::init(config.common.log_format);
+    let shutdown = kubescaler_server::shutdown::token_on_signal();
     kubescaler_main::build(config, shutdown).await?.run_until_stopped().await?;
     Ok(())
 }

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use kubescaler_base::cassandra::CassandraConfig;
-use kubescaler_shared::base_client::BaseClientConfig;
-use kubescaler_shared::config::RedisArgs;
+use kubescaler_base_client::BaseClientConfig;
+use kubescaler_redis::RedisArgs;
 pub use kubescaler_testkit::{
     Forwarder, Http, RedisServer, Running, common_args, error_code, require_cassandra, require_redis,
 };

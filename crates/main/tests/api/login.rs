@@ -1,4 +1,4 @@
-use kubescaler_shared::{ProfileId, UserId, keys};
+use kubescaler_core::{ProfileId, UserId, keys};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

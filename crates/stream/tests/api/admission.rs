@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kubescaler_shared::{ProfileId, UserId, keys};
+use kubescaler_core::{ProfileId, UserId, keys};
 use reqwest::StatusCode;
 use serde_json::json;
 

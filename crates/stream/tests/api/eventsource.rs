@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kubescaler_shared::base_client::BaseClientConfig;
+use kubescaler_base_client::BaseClientConfig;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kubescaler_base::cassandra::CassandraConfig;
-use kubescaler_shared::base_client::BaseClientConfig;
-use kubescaler_shared::config::RedisArgs;
+use kubescaler_base_client::BaseClientConfig;
+use kubescaler_redis::RedisArgs;
 pub use kubescaler_testkit::{
     Http, Nginx, RedisServer, Running, common_args, error_code, free_port, require_cassandra, require_redis,
 };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use kubescaler_shared::{ProfileId, UserId, keys};
+use kubescaler_core::{ProfileId, UserId, keys};
 use kubescaler_stream::locks::{AcquireError, ExtendError, Fleet, Lease, PairLocks, RedisLocks};
 use tokio_util::sync::CancellationToken;
 

@@ -33,7 +33,7 @@ use tracing::Level;
 
 use crate::config::CommonArgs;
 use crate::error::{self, ApiError};
-use crate::model::MAX_BODY_BYTES;
+use kubescaler_core::model::MAX_BODY_BYTES;
 
 /// How long one readiness probe may take before it counts as failed.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -154,7 +154,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         _ if status == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             status,
             "body_too_large",
-            format!("request body is larger than {} bytes", crate::model::MAX_BODY_BYTES),
+            format!("request body is larger than {} bytes", kubescaler_core::model::MAX_BODY_BYTES),
         ),
         _ => ApiError::new(status, "unreadable_body", text),
     }

@@ -95,7 +95,7 @@ impl RedisInstances {
 
 /// A URL fit for logs and answers: without its password.
 fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
+    match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));
             parsed.to_string()

@@ -8,11 +8,12 @@
 
 use std::time::Duration;
 
-use crate::config::duration;
-use crate::model::{Profile, ProfileBody, User, UserBody};
-use crate::{ApiError, ProfileId, UserId};
 use axum::http::StatusCode;
 use clap::Args;
+use kubescaler_core::duration;
+use kubescaler_core::model::{Profile, ProfileBody, User, UserBody};
+use kubescaler_core::{ProfileId, UserId};
+use kubescaler_server::ApiError;
 use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -24,11 +25,11 @@ pub struct BaseClientConfig {
     pub url: String,
 
     /// Time allowed to open a connection to base.
-    #[arg(id = "base_connect_timeout", long = "base-connect-timeout", env = "BASE_CONNECT_TIMEOUT", value_name = "BASE_CONNECT_TIMEOUT", value_parser = duration, default_value = "1s")]
+    #[arg(id = "base_connect_timeout", long = "base-connect-timeout", env = "BASE_CONNECT_TIMEOUT", value_name = "BASE_CONNECT_TIMEOUT", value_parser = duration::parse, default_value = "1s")]
     pub connect_timeout: Duration,
 
     /// Time allowed for one request to base, answer included.
-    #[arg(id = "base_timeout", long = "base-timeout", env = "BASE_TIMEOUT", value_name = "BASE_TIMEOUT", value_parser = duration, default_value = "10s")]
+    #[arg(id = "base_timeout", long = "base-timeout", env = "BASE_TIMEOUT", value_name = "BASE_TIMEOUT", value_parser = duration::parse, default_value = "10s")]
     pub timeout: Duration,
 
     /// Extra attempts of an idempotent request when base is unreachable or answers 502/503/504.
@@ -188,7 +189,7 @@ impl BaseClient {
         let response = self
             .http
             .get(format!("{}/readyz", self.url))
-            .timeout(crate::http::PROBE_TIMEOUT)
+            .timeout(kubescaler_server::http::PROBE_TIMEOUT)
             .send()
             .await
             .map_err(transport)?;
@@ -274,7 +275,7 @@ async fn check(response: reqwest::Response) -> Result<bytes::Bytes, BaseError> {
 pub struct BaseProbe(pub BaseClient);
 
 #[async_trait::async_trait]
-impl crate::http::Probe for BaseProbe {
+impl kubescaler_server::http::Probe for BaseProbe {
     fn name(&self) -> &'static str {
         "base"
     }

@@ -1,0 +1,14 @@
+//! The values every kubescaler crate speaks, with no server, client or database attached —
+//! so a tool such as `loadgen` can use them without compiling any of those.
+//!
+//! - [`ids`] and [`model`]: the domain values (`UserId`, `ProfileId`, `UserName`, `User`,
+//!   `Profile`) as types that only hold valid data, and the request bodies of base's API.
+//! - [`keys`]: the Redis key schema, shared by stream (writer) and main (reader).
+//! - [`duration`]: the syntax of every duration setting (`10s`, `250ms`).
+
+pub mod duration;
+pub mod ids;
+pub mod keys;
+pub mod model;
+
+pub use ids::{IdError, ProfileId, UserId};

@@ -1,0 +1,14 @@
+//! The Redis instances of `REDIS_URLS` as main and stream reach them: independent instances
+//! (not a cluster), each behind a lazy, reconnecting connection, and a command sent to all of
+//! them at once with its answers counted against the quorum (N/2+1).
+//!
+//! - [`config`]: the settings ([`RedisArgs`]).
+//! - [`instances`]: the connections ([`RedisInstances`]) and the quorum fan-out.
+//!
+//! What is written where (the key schema) is `kubescaler_core::keys`.
+
+pub mod config;
+pub mod instances;
+
+pub use config::RedisArgs;
+pub use instances::RedisInstances;

@@ -1,0 +1,34 @@
+//! Flags every service binary shares. Each is also an environment variable, because that is
+//! how Kubernetes (ConfigMaps, Secrets) hands configuration to a container.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use kubescaler_core::duration;
+
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDRESS", default_value = "0.0.0.0")]
+    pub listen_address: IpAddr,
+
+    /// Log format: `json` (one object per line, for log collectors) or `pretty` (for people).
+    /// Verbosity comes from RUST_LOG (default `info`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT before the
+    /// process exits anyway.
+    #[arg(long, env = "SHUTDOWN_GRACE", value_parser = duration::parse, default_value = "10s")]
+    pub shutdown_grace: Duration,
+}
+
+/// An instance's name when `HOSTNAME` is not set (under Kubernetes it is the pod name).
+pub const DEFAULT_HOSTNAME: &str = "localhost";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use clap::Args;
-use kubescaler_core::duration;
 use kubescaler_core::model::{Profile, ProfileBody, User, UserBody};
 use kubescaler_core::{ProfileId, UserId};
+use kubescaler_core::{codes, duration};
 use kubescaler_server::ApiError;
 use reqwest::Method;
 use serde::Serialize;
@@ -92,20 +92,22 @@ impl From<BaseError> for ApiError {
         match error {
             BaseError::Unreachable(_) => ApiError::unavailable("base", error.to_string()),
             BaseError::Timeout(_) => {
-                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", error.to_string())
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, codes::GATEWAY_TIMEOUT, error.to_string())
                     .with_field("dependency", "base")
             }
             BaseError::Upstream { status, .. } if status == StatusCode::SERVICE_UNAVAILABLE => {
                 ApiError::unavailable("base", error.to_string())
             }
             BaseError::Upstream { status, .. } if status.is_server_error() => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", error.to_string())
+                ApiError::new(StatusCode::BAD_GATEWAY, codes::BAD_GATEWAY, error.to_string())
                     .with_field("dependency", "base")
             }
             // base's verdict on the request (unknown id, invalid body) is main's verdict too.
             BaseError::Upstream { status, code, message } => ApiError::new(status, code, message),
-            BaseError::Invalid(_) => ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", error.to_string())
-                .with_field("dependency", "base"),
+            BaseError::Invalid(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, codes::BAD_GATEWAY, error.to_string())
+                    .with_field("dependency", "base")
+            }
         }
     }
 }
@@ -160,7 +162,9 @@ impl BaseClient {
     pub async fn binding(&self, profile: ProfileId, user: UserId) -> Result<Binding, BaseError> {
         match self.send(Method::GET, &format!("/profiles/{profile}/users/{user}"), None::<&()>).await {
             Ok(_) => Ok(Binding::Bound),
-            Err(BaseError::Upstream { status: StatusCode::NOT_FOUND, code, .. }) if code == "not_bound" => {
+            Err(BaseError::Upstream { status: StatusCode::NOT_FOUND, code, .. })
+                if code == codes::NOT_BOUND =>
+            {
                 Ok(Binding::NotBound)
             }
             Err(BaseError::Upstream { status: StatusCode::NOT_FOUND, .. }) => Ok(Binding::NoProfile),
@@ -264,23 +268,8 @@ async fn check(response: reqwest::Response) -> Result<bytes::Bytes, BaseError> {
         Ok(body) => BaseError::Upstream { status, code: body.error, message: body.message },
         Err(_) => BaseError::Upstream {
             status,
-            code: "upstream_error".into(),
+            code: codes::UPSTREAM_ERROR.into(),
             message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
         },
     })
-}
-
-/// base's own readiness as a dependency of the service that calls it.
-#[derive(Debug, Clone)]
-pub struct BaseProbe(pub BaseClient);
-
-#[async_trait::async_trait]
-impl kubescaler_server::http::Probe for BaseProbe {
-    fn name(&self) -> &'static str {
-        "base"
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        self.0.ready().await.map_err(|e| e.to_string())
-    }
 }

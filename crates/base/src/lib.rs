@@ -20,12 +20,12 @@ use std::sync::Arc;
 use axum::Router;
 use clap::Parser;
 use kubescaler_server::config::{CommonArgs, DEFAULT_HOSTNAME};
-use kubescaler_server::http::{HttpMetrics, Readiness, Service, service_router};
+use kubescaler_server::http::{HttpMetrics, Ping, Readiness, Service, service_router};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::cassandra::{CassandraConfig, CassandraStore};
-use crate::store::{Store, StoreProbe};
+use crate::store::Store;
 
 /// Port base listens on when `PORT` is not set.
 pub const DEFAULT_PORT: u16 = 8081;
@@ -57,7 +57,9 @@ pub fn app(
     registry: Registry,
 ) -> Result<Router, prometheus::Error> {
     let metrics = HttpMetrics::new(registry, "base")?;
-    let readiness = Readiness::new(shutdown).with_probe(Arc::new(StoreProbe(store.clone())));
+    let readiness =
+        Readiness::new(shutdown)
+            .with_probe(Ping::probe(store.backend(), store.clone(), |store| store.ping()));
     Ok(service_router(routes::router(store, hostname), readiness, metrics))
 }
 

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use kubescaler_core::model::{Profile, ProfileBody, User, UserBody};
-use kubescaler_core::{ProfileId, UserId};
+use kubescaler_core::{ProfileId, UserId, codes};
 use kubescaler_server::error::ApiPath;
 use kubescaler_server::http::host_name;
 use kubescaler_server::{ApiError, ApiJson};
@@ -45,7 +45,7 @@ fn no_id_on_create(given: Option<impl std::fmt::Display>, what: &str) -> ApiResu
     match given {
         None => Ok(()),
         Some(id) => Err(ApiError::bad_request(
-            "id_not_allowed",
+            codes::ID_NOT_ALLOWED,
             format!(
                 "ids are assigned by the service; leave `id` out (or null) when creating a {what}, \
                  got {id}; PUT /{what}s/{id} replaces an existing one"
@@ -58,7 +58,7 @@ fn no_id_on_create(given: Option<impl std::fmt::Display>, what: &str) -> ApiResu
 fn same_id<I: PartialEq + std::fmt::Display>(path: I, body: Option<I>) -> ApiResult<()> {
     match body {
         Some(other) if other != path => Err(ApiError::bad_request(
-            "id_mismatch",
+            codes::ID_MISMATCH,
             format!("the body's id {other} differs from the path's {path}; leave `id` out or make it match"),
         )),
         _ => Ok(()),
@@ -167,6 +167,10 @@ async fn is_bound(State(db): Db, ApiPath((id, user)): ApiPath<(ProfileId, UserId
     if profile.users.contains(user) {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::new(StatusCode::NOT_FOUND, "not_bound", format!("user {user} is not in profile {id}")))
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_BOUND,
+            format!("user {user} is not in profile {id}"),
+        ))
     }
 }

@@ -61,25 +61,8 @@ pub trait Store: Send + Sync + 'static {
     async fn profiles_of_user(&self, user: UserId) -> StoreResult<Vec<Profile>>;
 }
 
-/// Readiness of the store, for `/readyz`.
-#[derive(Debug)]
-pub struct StoreProbe(pub std::sync::Arc<dyn Store>);
-
 impl std::fmt::Debug for dyn Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Store({})", self.backend())
-    }
-}
-
-#[async_trait]
-impl kubescaler_server::http::Probe for StoreProbe {
-    fn name(&self) -> &'static str {
-        self.0.backend()
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|e| match e {
-            StoreError::Unavailable { message, .. } | StoreError::Internal { message, .. } => message,
-        })
     }
 }

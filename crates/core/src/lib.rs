@@ -3,9 +3,12 @@
 //!
 //! - [`ids`] and [`model`]: the domain values (`UserId`, `ProfileId`, `UserName`, `User`,
 //!   `Profile`) as types that only hold valid data, and the request bodies of base's API.
+//! - [`codes`]: the error codes of every JSON error answer, for the side that answers and the
+//!   side that reads them.
 //! - [`keys`]: the Redis key schema, shared by stream (writer) and main (reader).
 //! - [`duration`]: the syntax of every duration setting (`10s`, `250ms`).
 
+pub mod codes;
 pub mod duration;
 pub mod ids;
 pub mod keys;

@@ -9,19 +9,29 @@
 use async_trait::async_trait;
 use kubescaler_core::{ProfileId, UserId, keys};
 use kubescaler_redis::RedisArgs;
-use kubescaler_redis::RedisInstances;
+use kubescaler_redis::{QuorumError, RedisInstances};
 use kubescaler_server::ApiError;
 
+/// Why the registry could not say which pairs are launched.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{backend} unavailable: {message}")]
-pub struct RegistryError {
-    pub backend: &'static str,
-    pub message: String,
+pub enum RegistryError {
+    /// Fewer Redis instances than a quorum answered.
+    #[error("redis unavailable: {0}")]
+    Redis(#[source] QuorumError),
+}
+
+impl RegistryError {
+    /// The registry's backend, as answers and `/readyz` name it.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Redis(_) => "redis",
+        }
+    }
 }
 
 impl From<RegistryError> for ApiError {
     fn from(error: RegistryError) -> Self {
-        ApiError::unavailable(error.backend, error.to_string())
+        ApiError::unavailable(error.backend(), error.to_string())
     }
 }
 
@@ -49,7 +59,7 @@ impl RedisLaunched {
         &self,
         command: &redis::Cmd,
     ) -> Result<Vec<T>, RegistryError> {
-        self.instances.on_quorum(command).await.map_err(|message| RegistryError { backend: "redis", message })
+        self.instances.on_quorum(command).await.map_err(RegistryError::Redis)
     }
 }
 

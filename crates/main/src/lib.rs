@@ -11,19 +11,18 @@ pub mod testdata;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use axum::Router;
 use clap::Parser;
 use kubescaler_redis::RedisArgs;
 use kubescaler_server::config::{CommonArgs, DEFAULT_HOSTNAME};
-use kubescaler_server::http::{HttpMetrics, Probe, Readiness, Service, service_router};
+use kubescaler_server::http::{HttpMetrics, Ping, Readiness, Service, service_router};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::launched::{LaunchedReader, RedisLaunched};
 use crate::routes::AppState;
 use crate::testdata::TestData;
-use kubescaler_base_client::{BaseClient, BaseClientConfig, BaseProbe};
+use kubescaler_base_client::{BaseClient, BaseClientConfig};
 
 /// Port main listens on when `PORT` is not set.
 pub const DEFAULT_PORT: u16 = 8082;
@@ -59,18 +58,6 @@ pub struct Config {
     pub common: CommonArgs,
 }
 
-struct LaunchedProbe(Arc<dyn LaunchedReader>);
-
-#[async_trait]
-impl Probe for LaunchedProbe {
-    fn name(&self) -> &'static str {
-        self.0.backend()
-    }
-    async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|e| e.message)
-    }
-}
-
 /// Where main's API answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mount {
@@ -91,8 +78,8 @@ pub fn app(
 ) -> anyhow::Result<Router> {
     let base = BaseClient::new(&config.base)?;
     let readiness = Readiness::new(shutdown.clone())
-        .with_probe(Arc::new(BaseProbe(base.clone())))
-        .with_probe(Arc::new(LaunchedProbe(launched.clone())));
+        .with_probe(Ping::probe("base", Arc::new(base.clone()), |base| Box::pin(base.ready())))
+        .with_probe(Ping::probe(launched.backend(), launched.clone(), |launched| launched.ping()));
     let state = AppState {
         testdata: TestData::new(base.clone(), config.testdata_concurrency, shutdown),
         base,

@@ -13,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get};
 use kubescaler_core::model::{Profile, User};
-use kubescaler_core::{ProfileId, UserId};
+use kubescaler_core::{ProfileId, UserId, codes};
 use kubescaler_server::error::{ApiPath, ApiQuery, method_not_allowed_for, no_route_for};
 use kubescaler_server::http::host_name;
 use kubescaler_server::{ApiError, ApiJson};
@@ -90,7 +90,7 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
     }
     let mut response = ApiError::new(
         StatusCode::UNAUTHORIZED,
-        "unauthorized",
+        codes::UNAUTHORIZED,
         "this operation needs `Authorization: Bearer <ADMIN_TOKEN>`",
     )
     .into_response();
@@ -171,7 +171,7 @@ async fn drop_testdata(State(state): State<AppState>) -> ApiResult<StatusCode> {
     if state.testdata.is_running() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "generation_running",
+            codes::GENERATION_RUNNING,
             "a test data generation is running; wait until GET /testdata says it ended",
         ));
     }

@@ -14,8 +14,8 @@ use axum::http::StatusCode;
 use fake::Fake;
 use fake::faker::name::en::Name;
 use futures::StreamExt;
-use kubescaler_core::UserId;
 use kubescaler_core::model::{ProfileBody, ProfileUsers, UserBody, UserName};
+use kubescaler_core::{UserId, codes};
 use kubescaler_server::ApiError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -45,7 +45,7 @@ impl Params {
                 && !(MIN_SIZE..=MAX_SIZE).contains(&v)
             {
                 return Err(ApiError::bad_request(
-                    "invalid_parameter",
+                    codes::INVALID_PARAMETER,
                     format!("`{name}` must be between {MIN_SIZE} and {MAX_SIZE}, got {v}"),
                 ));
             }
@@ -185,7 +185,7 @@ impl TestData {
             if guard.0.state == State::Running {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
-                    "generation_running",
+                    codes::GENERATION_RUNNING,
                     "a test data generation is already running; see GET /testdata",
                 ));
             }

@@ -3,6 +3,7 @@
 //! main reads launched markers this way and stream writes them; both must agree on what
 //! "enough instances answered" means, so it is defined once, here.
 
+use std::future::Future;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -49,47 +50,96 @@ impl RedisInstances {
         self.quorum
     }
 
-    /// The instances' connections, for work that is not a plain command (scripts).
-    pub fn connections(&self) -> impl Iterator<Item = ConnectionManager> + '_ {
-        self.instances.iter().map(|(_, manager)| manager.clone())
+    /// Runs `call` on every instance's connection at once: each instance's answer, in the order
+    /// of `REDIS_URLS`. For work that is not a plain command (scripts), and what counts as
+    /// enough answers is the caller's.
+    pub async fn each<T, F, Fut>(&self, call: F) -> Vec<Result<T, InstanceError>>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        futures::future::join_all(self.instances.iter().map(|(url, manager)| {
+            let reply = call(manager.clone());
+            async move { reply.await.map_err(|source| InstanceError { url: url.clone(), source }) }
+        }))
+        .await
     }
 
     /// Runs `command` on every instance at once: the answers of those that replied, and why
     /// the others did not.
-    pub async fn on_all<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> (Vec<T>, Vec<String>) {
-        let replies = futures::future::join_all(self.instances.iter().map(|(url, manager)| {
-            let mut connection = manager.clone();
-            async move { (url, command.query_async::<T>(&mut connection).await) }
-        }))
-        .await;
+    pub async fn on_all<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+    ) -> (Vec<T>, Vec<InstanceError>) {
+        let replies =
+            self.each(|mut connection| async move { command.query_async::<T>(&mut connection).await }).await;
         let mut answers = Vec::with_capacity(replies.len());
         let mut failures = Vec::new();
-        for (url, reply) in replies {
+        for reply in replies {
             match reply {
                 Ok(value) => answers.push(value),
-                Err(e) => failures.push(format!("{url}: {e}")),
+                Err(failure) => failures.push(failure),
             }
         }
         (answers, failures)
     }
 
     /// Like [`on_all`](Self::on_all), but fails unless a quorum of instances answered.
-    pub async fn on_quorum<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<Vec<T>, String> {
+    pub async fn on_quorum<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+    ) -> Result<Vec<T>, QuorumError> {
         let (answers, failures) = self.on_all(command).await;
         if answers.len() >= self.quorum {
             if !failures.is_empty() {
-                tracing::warn!(?failures, "some Redis instances did not answer; a quorum did");
+                tracing::warn!(failures = %Failures(&failures), "some Redis instances did not answer; a quorum did");
             }
             Ok(answers)
         } else {
-            Err(format!(
-                "{} of {} instances answered, {} needed: {}",
-                answers.len(),
-                self.instances.len(),
-                self.quorum,
-                failures.join("; ")
-            ))
+            Err(QuorumError {
+                answered: answers.len(),
+                instances: self.instances.len(),
+                needed: self.quorum,
+                failures,
+            })
         }
+    }
+}
+
+/// Why one instance did not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{url}: {source}")]
+pub struct InstanceError {
+    /// The instance's URL, without its password.
+    pub url: String,
+    #[source]
+    pub source: redis::RedisError,
+}
+
+/// Fewer instances than a quorum answered: what was asked cannot count as done (or as read).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{answered} of {instances} instances answered, {needed} needed: {}", Failures(.failures))]
+pub struct QuorumError {
+    pub answered: usize,
+    pub instances: usize,
+    pub needed: usize,
+    /// Why each of the others did not answer.
+    pub failures: Vec<InstanceError>,
+}
+
+/// Instances' failures as one line, `url: why; url: why`.
+#[derive(Debug, Clone, Copy)]
+pub struct Failures<'a>(pub &'a [InstanceError]);
+
+impl std::fmt::Display for Failures<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, failure) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{failure}")?;
+        }
+        Ok(())
     }
 }
 

@@ -5,11 +5,13 @@
 //! client beyond what helps it (which dependency is down, when to retry).
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header, request::Parts};
 use axum::response::{IntoResponse, Response};
+use kubescaler_core::codes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -24,6 +26,9 @@ pub struct ApiError {
     /// What went wrong inside, for the log only: never sent to the client.
     cause: Option<String>,
 }
+
+/// The body field that says when to retry, to the millisecond (`Retry-After` counts seconds).
+const RETRY_AFTER_MS: &str = "retry_after_ms";
 
 impl ApiError {
     pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
@@ -42,16 +47,16 @@ impl ApiError {
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, message)
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
+        Self::new(StatusCode::CONFLICT, codes::CONFLICT, message)
     }
 
     /// A dependency (database, Redis, another service) cannot serve the request now.
     pub fn unavailable(dependency: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, message)
             .with_field("dependency", dependency)
     }
 
@@ -59,16 +64,24 @@ impl ApiError {
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         let mut error = Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            codes::INTERNAL,
             "internal error, see the service's logs",
         );
         error.cause = Some(cause.to_string());
         error
     }
 
+    /// `Retry-After: secs`.
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs);
         self
+    }
+
+    /// When to retry, to the millisecond: `retry_after_ms` in the body, and `Retry-After` in
+    /// whole seconds (rounded up, at least one) for clients that read only the header.
+    pub fn with_retry_after_ms(self, after: Duration) -> Self {
+        let millis = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        self.with_retry_after(millis.div_ceil(1000).max(1)).with_field(RETRY_AFTER_MS, millis)
     }
 
     /// An extra field in the JSON body, e.g. which dependency failed.
@@ -88,6 +101,35 @@ impl ApiError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// When the client may try again, if the error says: the body's `retry_after_ms`, which is
+    /// exact, else the `Retry-After` header's seconds.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.extra
+            .get(RETRY_AFTER_MS)
+            .and_then(Value::as_u64)
+            .map(Duration::from_millis)
+            .or(self.retry_after_secs.map(Duration::from_secs))
+    }
+
+    /// The JSON body: `{"error": code, "message": …}` and the extra fields.
+    pub fn body(&self) -> Value {
+        let mut body = Map::with_capacity(2 + self.extra.len());
+        body.insert("error".into(), Value::String(self.code.clone().into_owned()));
+        body.insert("message".into(), Value::String(self.message.clone()));
+        body.extend(self.extra.iter().map(|(key, value)| (key.clone(), value.clone())));
+        Value::Object(body)
+    }
+
+    /// Logs the failure once, as answering it does: an internal cause as an error, any other
+    /// server-side failure as a warning, a client's mistake not at all.
+    pub fn log(&self) {
+        if let Some(cause) = &self.cause {
+            tracing::error!(status = self.status.as_u16(), code = %self.code, %cause, "request failed");
+        } else if self.status.is_server_error() {
+            tracing::warn!(status = self.status.as_u16(), code = %self.code, message = %self.message, "request failed");
+        }
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -100,16 +142,8 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Some(cause) = &self.cause {
-            tracing::error!(status = self.status.as_u16(), code = %self.code, %cause, "request failed");
-        } else if self.status.is_server_error() {
-            tracing::warn!(status = self.status.as_u16(), code = %self.code, message = %self.message, "request failed");
-        }
-        let mut body = Map::with_capacity(2 + self.extra.len());
-        body.insert("error".into(), Value::String(self.code.into_owned()));
-        body.insert("message".into(), Value::String(self.message));
-        body.extend(self.extra);
-        let mut response = (self.status, axum::Json(Value::Object(body))).into_response();
+        self.log();
+        let mut response = (self.status, axum::Json(self.body())).into_response();
         if let Some(secs) = self.retry_after_secs {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -142,21 +176,23 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     let status = rejection.status();
     let text = rejection.body_text();
     match rejection {
-        JsonRejection::JsonSyntaxError(_) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", text),
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, codes::MALFORMED_JSON, text)
+        }
         JsonRejection::JsonDataError(_) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", text)
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, codes::INVALID_BODY, text)
         }
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            codes::UNSUPPORTED_MEDIA_TYPE,
             "expected a body with `Content-Type: application/json`",
         ),
         _ if status == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             status,
-            "body_too_large",
+            codes::BODY_TOO_LARGE,
             format!("request body is larger than {} bytes", kubescaler_core::model::MAX_BODY_BYTES),
         ),
-        _ => ApiError::new(status, "unreadable_body", text),
+        _ => ApiError::new(status, codes::UNREADABLE_BODY, text),
     }
 }
 
@@ -186,7 +222,7 @@ where
                     axum::extract::path::ErrorKind::Message(message) => message,
                     other => other.to_string(),
                 };
-                Err(ApiError::bad_request("invalid_id", message))
+                Err(ApiError::bad_request(codes::INVALID_ID, message))
             }
             Err(other) => Err(ApiError::internal(other.body_text())),
         }
@@ -209,9 +245,9 @@ where
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Self(value)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(ApiError::bad_request("invalid_parameter", e.body_text()))
+                Err(ApiError::bad_request(codes::INVALID_PARAMETER, e.body_text()))
             }
-            Err(other) => Err(ApiError::bad_request("invalid_parameter", other.body_text())),
+            Err(other) => Err(ApiError::bad_request(codes::INVALID_PARAMETER, other.body_text())),
         }
     }
 }
@@ -224,7 +260,7 @@ pub async fn no_route(method: Method, OriginalUri(uri): OriginalUri) -> ApiError
 
 /// The 404 of [`no_route`], for a handler that finds the path is not one it serves after all.
 pub fn no_route_for(method: &Method, uri: &Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no_route", format!("no route for {method} {}", uri.path()))
+    ApiError::new(StatusCode::NOT_FOUND, codes::NO_ROUTE, format!("no route for {method} {}", uri.path()))
 }
 
 /// Fallback for a known path with a method it does not serve.
@@ -236,7 +272,7 @@ pub async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -
 pub fn method_not_allowed_for(method: &Method, uri: &Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        codes::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed on {}", uri.path()),
     )
 }
@@ -271,5 +307,26 @@ mod tests {
             body,
             serde_json::json!({"error": "unavailable", "message": "redis is unavailable", "dependency": "redis"})
         );
+    }
+
+    #[tokio::test]
+    async fn a_retry_in_milliseconds_is_in_the_body_and_rounded_up_in_the_header() {
+        let error = ApiError::new(StatusCode::CONFLICT, codes::LOCKED, "held elsewhere")
+            .with_retry_after_ms(Duration::from_millis(1500));
+        assert_eq!(error.retry_after(), Some(Duration::from_millis(1500)), "the body's exact time first");
+        assert_eq!(error.body()["retry_after_ms"], 1500);
+        let (status, retry, body) = body_of(error.clone()).await;
+        assert_eq!((status, retry.unwrap()), (StatusCode::CONFLICT, HeaderValue::from(2)));
+        assert_eq!(body, error.body(), "the answer's body is body()");
+        let short = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::REBALANCING, "busy")
+            .with_retry_after_ms(Duration::from_millis(100));
+        assert_eq!(body_of(short).await.1.unwrap(), "1", "at least one second in the header");
+    }
+
+    #[test]
+    fn without_milliseconds_the_retry_is_the_headers_seconds() {
+        let error = ApiError::unavailable("redis", "down").with_retry_after(3);
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(3)));
+        assert_eq!(ApiError::not_found("no such user").retry_after(), None);
     }
 }

@@ -19,7 +19,6 @@ pub mod sessions;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -27,14 +26,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
-use kubescaler_base_client::{BaseClient, BaseClientConfig, BaseProbe};
-use kubescaler_core::duration;
+use kubescaler_base_client::{BaseClient, BaseClientConfig};
 use kubescaler_core::{ProfileId, UserId};
+use kubescaler_core::{codes, duration};
 use kubescaler_redis::RedisArgs;
 use kubescaler_server::ApiError;
 use kubescaler_server::config::CommonArgs;
 use kubescaler_server::error::ApiPath;
-use kubescaler_server::http::{HttpMetrics, Probe, Readiness, Service, service_router};
+use kubescaler_server::http::{HttpMetrics, Ping, Readiness, Service, service_router};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -147,41 +146,28 @@ impl Config {
     }
 }
 
-struct LocksProbe(Arc<dyn PairLocks>);
-
-#[async_trait]
-impl Probe for LocksProbe {
-    fn name(&self) -> &'static str {
-        self.0.backend()
-    }
-    async fn check(&self) -> Result<(), String> {
-        self.0.ping().await
-    }
-}
-
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
         let message = refusal.to_string();
         match refusal {
             Refusal::NoProfile(_) => ApiError::not_found(message),
-            Refusal::NotBound(..) => ApiError::new(StatusCode::FORBIDDEN, "not_bound", message),
-            Refusal::Full(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_streams", message)
-                .with_retry_after(1),
+            Refusal::NotBound(..) => ApiError::new(StatusCode::FORBIDDEN, codes::NOT_BOUND, message),
+            Refusal::Full(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::TOO_MANY_STREAMS, message)
+                    .with_retry_after(1)
+            }
             Refusal::Base(e) => e.into(),
             Refusal::Lock(AcquireError::Conflict { retry_after }) => {
-                let secs = retry_after.as_millis().div_ceil(1000).max(1) as u64;
-                ApiError::new(StatusCode::CONFLICT, "locked", message)
-                    .with_retry_after(secs)
-                    .with_field("retry_after_ms", retry_after.as_millis() as u64)
+                ApiError::new(StatusCode::CONFLICT, codes::LOCKED, message).with_retry_after_ms(retry_after)
             }
             Refusal::Lock(AcquireError::Unavailable(_)) => ApiError::unavailable("redis", message),
             Refusal::ShuttingDown => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message).with_retry_after(1)
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::SHUTTING_DOWN, message)
+                    .with_retry_after(1)
             }
             Refusal::Rebalancing { retry_after } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "rebalancing", message)
-                    .with_retry_after(1)
-                    .with_field("retry_after_ms", retry_after.as_millis() as u64)
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::REBALANCING, message)
+                    .with_retry_after_ms(retry_after)
             }
         }
     }
@@ -200,13 +186,13 @@ async fn open_stream(
         Err(invalid) => invalid,
     };
     sessions.metrics().refused.with_label_values(&[refusal.code()]).inc();
-    let refusal = refusal.into_response();
     if wants_event_stream(&headers) {
+        refusal.log();
         // For permanent refusals (not bound, no profile), the binding is worth asking again at
         // the pace the service re-checks held pairs' locks and bindings: once per lock TTL.
-        refused_in_sse(refusal, sessions.settings().lock_ttl).await
+        refused_in_sse(&refusal, sessions.settings().lock_ttl)
     } else {
-        refusal
+        refusal.into_response()
     }
 }
 
@@ -257,32 +243,14 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 /// A refusal as EventSource can act on it: 200, `retry:` the time until the request may
 /// succeed, one `refused` event carrying the JSON answer, end of stream — EventSource then
 /// reconnects by itself after `retry`, where a non-200 answer would make it give up for good.
-async fn refused_in_sse(refusal: Response, permanent_retry: Duration) -> Response {
-    let status = refusal.status();
-    let retry_after = refusal
-        .headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let body = axum::body::to_bytes(refusal.into_body(), 64 * 1024).await.unwrap_or_default();
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let retry = json
-        .get("retry_after_ms")
-        .and_then(serde_json::Value::as_u64)
-        .map(Duration::from_millis)
-        .or(retry_after)
-        .unwrap_or(match status {
-            s if s.is_server_error() => UNAVAILABLE_RETRY,
-            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => permanent_retry,
-            _ => INVALID_RETRY,
-        });
+fn refused_in_sse(refusal: &ApiError, permanent_retry: Duration) -> Response {
+    let retry = refusal.retry_after().unwrap_or(match refusal.status() {
+        s if s.is_server_error() => UNAVAILABLE_RETRY,
+        StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => permanent_retry,
+        _ => INVALID_RETRY,
+    });
     // The JSON answer is one line (serde_json escapes newlines inside strings).
-    let data = if json.is_object() {
-        String::from_utf8_lossy(&body).into_owned()
-    } else {
-        serde_json::json!({ "error": "refused", "message": status.to_string() }).to_string()
-    };
+    let data = refusal.body();
     event_stream(Body::from(format!("retry: {}\nevent: refused\ndata: {data}\n\n", retry.as_millis())))
 }
 
@@ -315,8 +283,8 @@ pub fn app(
     };
     let sessions = Sessions::new(locks.clone(), base.clone(), feed, settings, metrics, shutdown.clone());
     let readiness = Readiness::new(shutdown)
-        .with_probe(Arc::new(LocksProbe(locks)))
-        .with_probe(Arc::new(BaseProbe(base)));
+        .with_probe(Ping::probe(locks.backend(), locks, |locks| locks.ping()))
+        .with_probe(Ping::probe("base", Arc::new(base), |base| Box::pin(base.ready())));
     let host = config.hostname.clone();
     let api = Router::new()
         .route("/stream/{user_id}/{profile_id}", get(open_stream).head(describe_stream))
@@ -345,7 +313,6 @@ mod tests {
     use std::time::Duration;
 
     use axum::http::{HeaderMap, HeaderValue, header};
-    use axum::response::IntoResponse;
     use clap::CommandFactory;
     use kubescaler_server::ApiError;
 
@@ -378,7 +345,7 @@ mod tests {
     }
 
     async fn as_event(refusal: Refusal) -> String {
-        let response = refused_in_sse(ApiError::from(refusal).into_response(), Duration::from_secs(60)).await;
+        let response = refused_in_sse(&ApiError::from(refusal), Duration::from_secs(60));
         assert_eq!(response.status(), 200);
         let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
         String::from_utf8(body.to_vec()).unwrap()

@@ -21,12 +21,13 @@
 //! — what rebalancing decides on.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use kubescaler_core::{ProfileId, UserId, keys};
 use kubescaler_redis::RedisArgs;
-use kubescaler_redis::RedisInstances;
+use kubescaler_redis::{Failures, InstanceError, QuorumError, RedisInstances};
 use tokio::time::Instant;
 
 /// A held lock on a pair.
@@ -51,25 +52,62 @@ pub enum AcquireError {
     #[error("the pair is streaming elsewhere; its lock expires in {retry_after:?} at the latest")]
     Conflict { retry_after: Duration },
     #[error("lock registry unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] RegistryUnavailable),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ExtendError {
     /// Held by another token, or expired: the lock is not ours any more.
     #[error("lock lost: {0}")]
-    Lost(String),
+    Lost(#[source] Lost),
     /// Too few instances answered to confirm it: the lock may still be ours, until the validity
     /// of its last acquisition or extension runs out.
     #[error("lock not extended: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] RegistryUnavailable),
+}
+
+/// Why a lock is not ours any more.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Lost {
+    /// Too many instances hold another token or no lock for a quorum ever to be ours again.
+    #[error("expired or taken by another stream on {not_ours} of {instances} Redis instances")]
+    OnInstances { not_ours: usize, instances: usize },
+    /// The in-process registry holds another token, or none.
+    #[error("expired or taken by another stream")]
+    InProcess,
+}
+
+/// Why the registry could not do, or confirm, what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryUnavailable {
+    /// Fewer Redis instances than a quorum answered.
+    #[error(transparent)]
+    Quorum(#[from] QuorumError),
+    /// The lock was taken, its launched marker not written on a quorum (the lock is released).
+    #[error("launched marker not written: {0}")]
+    Marker(#[source] QuorumError),
+    /// Redlock failed for another reason than a lock held elsewhere.
+    #[error("{0}")]
+    Redlock(#[source] Arc<rslock::LockError>),
+    /// Redlock refused the lock, yet no instance holds it (connections being remade).
+    #[error("the lock could not be taken though no instance holds it")]
+    NoHolder,
+    /// Too few instances confirmed an extension; the others failed to answer.
+    #[error("{extended} of {instances} Redis instances extended it, {needed} needed: {}", Failures(.failures))]
+    Unconfirmed { extended: usize, instances: usize, needed: usize, failures: Vec<InstanceError> },
+    /// Too few instances answered a publication of the fleet.
+    #[error("{answered} Redis instances answered, {needed} needed: {}", Failures(.failures))]
+    Fleet { answered: usize, needed: usize, failures: Vec<InstanceError> },
+    /// The registry did not answer within the time its caller allows.
+    #[error("no answer within {0}")]
+    NoAnswer(&'static str),
 }
 
 /// Locks and launched markers of pairs.
 #[async_trait]
 pub trait PairLocks: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
-    async fn ping(&self) -> Result<(), String>;
+    async fn ping(&self) -> Result<(), RegistryUnavailable>;
     /// Takes the pair's lock for `ttl` (one attempt, no waiting) and writes its marker.
     async fn acquire(&self, user: UserId, profile: ProfileId, ttl: Duration) -> Result<Lease, AcquireError>;
     /// Extends the lock and the marker by `ttl`; answers until when the lock is now valid.
@@ -78,7 +116,7 @@ pub trait PairLocks: Send + Sync + 'static {
     async fn release(&self, lease: &Lease);
     /// Publishes that instance `host` has `streams` open, for `ttl`, and answers the open
     /// streams of every live instance, `host` included.
-    async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, String>;
+    async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, RegistryUnavailable>;
     /// Removes `host` from the fleet at once (it stops), best effort.
     async fn withdraw(&self, host: &str);
 }
@@ -164,14 +202,10 @@ impl RedisLocks {
         })
     }
 
-    async fn write_marker(&self, lease: &Lease, ttl: Duration) -> Result<(), String> {
+    async fn write_marker(&self, lease: &Lease, ttl: Duration) -> Result<(), RegistryUnavailable> {
         let mut set = redis::cmd("SET");
         set.arg(keys::launched(lease.user, lease.profile)).arg("1").arg("PX").arg(ttl.as_millis() as u64);
-        self.instances
-            .on_quorum::<()>(&set)
-            .await
-            .map(drop)
-            .map_err(|e| format!("launched marker not written: {e}"))
+        self.instances.on_quorum::<()>(&set).await.map(drop).map_err(RegistryUnavailable::Marker)
     }
 }
 
@@ -181,8 +215,8 @@ impl PairLocks for RedisLocks {
         "redis"
     }
 
-    async fn ping(&self) -> Result<(), String> {
-        self.instances.on_quorum::<String>(&redis::cmd("PING")).await.map(drop)
+    async fn ping(&self) -> Result<(), RegistryUnavailable> {
+        Ok(self.instances.on_quorum::<String>(&redis::cmd("PING")).await.map(drop)?)
     }
 
     async fn acquire(&self, user: UserId, profile: ProfileId, ttl: Duration) -> Result<Lease, AcquireError> {
@@ -205,8 +239,11 @@ impl PairLocks for RedisLocks {
                     // Refused: held elsewhere, or too few instances answered? Ask for the TTL.
                     let mut pttl = redis::cmd("PTTL");
                     pttl.arg(&resource);
-                    let answers =
-                        self.instances.on_quorum::<i64>(&pttl).await.map_err(AcquireError::Unavailable)?;
+                    let answers = self
+                        .instances
+                        .on_quorum::<i64>(&pttl)
+                        .await
+                        .map_err(|e| AcquireError::Unavailable(e.into()))?;
                     // PTTL: -2 no key, -1 no expiry (not ours, but held), else milliseconds left.
                     let held: Vec<i64> = answers.into_iter().filter(|ttl| *ttl != -2).collect();
                     if !held.is_empty() {
@@ -220,29 +257,29 @@ impl PairLocks for RedisLocks {
                         return Err(AcquireError::Conflict { retry_after });
                     }
                     if attempt == 1 {
-                        return Err(AcquireError::Unavailable(
-                            "the lock could not be taken though no instance holds it".into(),
-                        ));
+                        break;
                     }
                 }
-                Err(e) => return Err(AcquireError::Unavailable(e.to_string())),
+                Err(e) => return Err(AcquireError::Unavailable(RegistryUnavailable::Redlock(Arc::new(e)))),
             }
         }
-        Err(AcquireError::Unavailable("the lock could not be taken".into()))
+        Err(AcquireError::Unavailable(RegistryUnavailable::NoHolder))
     }
 
     async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<Instant, ExtendError> {
         let sent = Instant::now();
-        let replies = futures::future::join_all(self.instances.connections().map(|mut connection| {
-            let mut invocation = self.extend.prepare_invoke();
-            invocation
-                .key(keys::lock(lease.user, lease.profile))
-                .key(keys::launched(lease.user, lease.profile))
-                .arg(lease.token.as_slice())
-                .arg(ttl.as_millis() as u64);
-            async move { invocation.invoke_async::<i64>(&mut connection).await }
-        }))
-        .await;
+        let replies = self
+            .instances
+            .each(|mut connection| {
+                let mut invocation = self.extend.prepare_invoke();
+                invocation
+                    .key(keys::lock(lease.user, lease.profile))
+                    .key(keys::launched(lease.user, lease.profile))
+                    .arg(lease.token.as_slice())
+                    .arg(ttl.as_millis() as u64);
+                async move { invocation.invoke_async::<i64>(&mut connection).await }
+            })
+            .await;
         let instances = replies.len();
         let mut extended = 0;
         let mut failures = Vec::new();
@@ -250,61 +287,66 @@ impl PairLocks for RedisLocks {
             match reply {
                 Ok(1) => extended += 1,
                 Ok(_) => {}
-                Err(e) => failures.push(e.to_string()),
+                Err(failure) => failures.push(failure),
             }
         }
-        let quorum = self.instances.quorum();
-        if extended >= quorum {
+        let needed = self.instances.quorum();
+        if extended >= needed {
             if !failures.is_empty() {
-                tracing::warn!(?failures, "some Redis instances did not extend a lock; a quorum did");
+                tracing::warn!(failures = %Failures(&failures), "some Redis instances did not extend a lock; a quorum did");
             }
             return Ok(validity_end(sent, ttl));
         }
         let not_ours = instances - extended - failures.len();
-        if extended + failures.len() < quorum {
+        if extended + failures.len() < needed {
             // The instances that said "not ours" alone leave too few to ever make a quorum.
-            return Err(ExtendError::Lost(format!(
-                "expired or taken by another stream on {not_ours} of {instances} Redis instances"
-            )));
+            return Err(ExtendError::Lost(Lost::OnInstances { not_ours, instances }));
         }
-        Err(ExtendError::Unavailable(format!(
-            "{extended} of {instances} Redis instances extended it, {quorum} needed: {}",
-            failures.join("; ")
-        )))
+        Err(ExtendError::Unavailable(RegistryUnavailable::Unconfirmed {
+            extended,
+            instances,
+            needed,
+            failures,
+        }))
     }
 
     async fn release(&self, lease: &Lease) {
         // Lock and marker go together, and only while the lock is still ours: a marker
         // written by the replica that took the pair over must survive.
-        futures::future::join_all(self.instances.connections().map(|mut connection| {
-            let mut invocation = self.release.prepare_invoke();
-            invocation
-                .key(keys::lock(lease.user, lease.profile))
-                .key(keys::launched(lease.user, lease.profile))
-                .arg(lease.token.as_slice());
-            async move { invocation.invoke_async::<i64>(&mut connection).await }
-        }))
-        .await;
+        self.instances
+            .each(|mut connection| {
+                let mut invocation = self.release.prepare_invoke();
+                invocation
+                    .key(keys::lock(lease.user, lease.profile))
+                    .key(keys::launched(lease.user, lease.profile))
+                    .arg(lease.token.as_slice());
+                async move { invocation.invoke_async::<i64>(&mut connection).await }
+            })
+            .await;
     }
 
-    async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, String> {
+    async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, RegistryUnavailable> {
         let prefix = keys::instance("");
-        let replies = futures::future::join_all(self.instances.connections().map(|mut connection| {
-            let mut invocation = self.publish.prepare_invoke();
-            invocation
-                .key(keys::instance(host))
-                .key(keys::INSTANCES)
-                .arg(host)
-                .arg(streams)
-                .arg(ttl.as_millis() as u64)
-                .arg(&prefix);
-            async move { invocation.invoke_async::<Vec<(String, u64)>>(&mut connection).await }
-        }))
-        .await;
-        let answered: Vec<Vec<(String, u64)>> = replies.into_iter().filter_map(Result::ok).collect();
-        let quorum = self.instances.quorum();
-        if answered.len() < quorum {
-            return Err(format!("{} Redis instances answered, {quorum} needed", answered.len()));
+        let replies = self
+            .instances
+            .each(|mut connection| {
+                let mut invocation = self.publish.prepare_invoke();
+                invocation
+                    .key(keys::instance(host))
+                    .key(keys::INSTANCES)
+                    .arg(host)
+                    .arg(streams)
+                    .arg(ttl.as_millis() as u64)
+                    .arg(&prefix);
+                async move { invocation.invoke_async::<Vec<(String, u64)>>(&mut connection).await }
+            })
+            .await;
+        let (answered, failures): (Vec<_>, Vec<_>) = replies.into_iter().partition(Result::is_ok);
+        let answered: Vec<Vec<(String, u64)>> = answered.into_iter().filter_map(Result::ok).collect();
+        let needed = self.instances.quorum();
+        if answered.len() < needed {
+            let failures = failures.into_iter().filter_map(Result::err).collect();
+            return Err(RegistryUnavailable::Fleet { answered: answered.len(), needed, failures });
         }
         // Every instance writes its entry to all Redis instances at once; one that missed a write
         // (it was down) holds an older count, so the largest is the latest.
@@ -317,12 +359,13 @@ impl PairLocks for RedisLocks {
     }
 
     async fn withdraw(&self, host: &str) {
-        futures::future::join_all(self.instances.connections().map(|mut connection| {
-            let mut invocation = self.withdraw.prepare_invoke();
-            invocation.key(keys::instance(host)).key(keys::INSTANCES).arg(host);
-            async move { invocation.invoke_async::<i64>(&mut connection).await }
-        }))
-        .await;
+        self.instances
+            .each(|mut connection| {
+                let mut invocation = self.withdraw.prepare_invoke();
+                invocation.key(keys::instance(host)).key(keys::INSTANCES).arg(host);
+                async move { invocation.invoke_async::<i64>(&mut connection).await }
+            })
+            .await;
     }
 }
 
@@ -371,7 +414,7 @@ impl PairLocks for InProcessLocks {
         "in-process"
     }
 
-    async fn ping(&self) -> Result<(), String> {
+    async fn ping(&self) -> Result<(), RegistryUnavailable> {
         Ok(())
     }
 
@@ -400,7 +443,7 @@ impl PairLocks for InProcessLocks {
                 *expires = now + ttl;
                 Ok(now + ttl)
             }
-            _ => Err(ExtendError::Lost("expired or taken by another stream".into())),
+            _ => Err(ExtendError::Lost(Lost::InProcess)),
         }
     }
 
@@ -412,7 +455,7 @@ impl PairLocks for InProcessLocks {
         }
     }
 
-    async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, String> {
+    async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, RegistryUnavailable> {
         let now = tokio::time::Instant::now();
         let mut fleet = self.fleet.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         fleet.insert(host.to_owned(), (streams, now + ttl));

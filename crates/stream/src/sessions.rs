@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::feed::{self, Frame};
-use crate::locks::{ExtendError, Lease, PairLocks};
+use crate::locks::{AcquireError, ExtendError, Lease, Lost, PairLocks, RegistryUnavailable};
 use crate::rebalance::{Rebalancer, Tolerance};
 
 /// A comment line keeps idle connections (and proxies) from timing out when messages are rare.
@@ -127,7 +127,7 @@ impl StreamMetrics {
 /// Why the refresher ended a stream.
 #[derive(Debug, Clone)]
 enum End {
-    LockLost(String),
+    LockLost(LockLost),
     Unbound,
     /// Handed off to another instance; the lock is already released.
     Rebalance,
@@ -143,7 +143,18 @@ struct Held {
     /// validity less [`END_MARGIN`].
     deadline: Instant,
     /// Why the last extension was not confirmed, while it was not.
-    unconfirmed: Option<String>,
+    unconfirmed: Option<RegistryUnavailable>,
+}
+
+/// Why a stream's lock is not ours any more, as its client is told (`lock-lost`).
+#[derive(Debug, Clone, thiserror::Error)]
+enum LockLost {
+    /// Held by another token, or gone.
+    #[error(transparent)]
+    Taken(#[from] Lost),
+    /// No extension was confirmed before the lock's validity ran out; why the last was not.
+    #[error("the lock could not be extended before it may expire: {}", .0.as_ref().map_or_else(|| "no extension confirmed".to_owned(), ToString::to_string))]
+    Expired(Option<RegistryUnavailable>),
 }
 
 #[derive(Debug, Clone)]
@@ -172,7 +183,7 @@ pub enum Refusal {
     #[error(transparent)]
     Base(#[from] kubescaler_base_client::BaseError),
     #[error(transparent)]
-    Lock(#[from] crate::locks::AcquireError),
+    Lock(#[from] AcquireError),
     #[error("the service is shutting down")]
     ShuttingDown,
     #[error("this instance holds more than its share of the streams; another one takes this stream")]
@@ -283,8 +294,8 @@ impl Sessions {
             }
             Err(e) => {
                 let result = match e {
-                    crate::locks::AcquireError::Conflict { .. } => "conflict",
-                    crate::locks::AcquireError::Unavailable(_) => "error",
+                    AcquireError::Conflict { .. } => "conflict",
+                    AcquireError::Unavailable(_) => "error",
                 };
                 self.metrics.acquisitions.with_label_values(&[result]).inc();
                 return Err(e.into());
@@ -378,9 +389,7 @@ impl Sessions {
                 *lock(&self.watchdog_at) = next;
             }
             for (id, why) in expired {
-                let why = why.unwrap_or_else(|| "no extension confirmed".into());
-                let reason = format!("the lock could not be extended before it may expire: {why}");
-                self.end(id, End::LockLost(reason), "lock");
+                self.end(id, End::LockLost(LockLost::Expired(why)), "lock");
             }
             tokio::select! {
                 () = tokio::time::sleep_until(next) => {}
@@ -401,7 +410,7 @@ impl Sessions {
                 // one did not, so the next refresh comes while the lock is still valid.
                 let extension = self.locks.extend(&lease, self.settings.lock_ttl);
                 let extended = tokio::time::timeout(self.settings.lock_refresh, extension).await.unwrap_or_else(
-                    |_| Err(ExtendError::Unavailable("no answer within LOCK_REFRESH".into())),
+                    |_| Err(ExtendError::Unavailable(RegistryUnavailable::NoAnswer("LOCK_REFRESH"))),
                 );
                 self.metrics.refresh.observe(started.elapsed().as_secs_f64());
                 match extended {
@@ -414,7 +423,7 @@ impl Sessions {
                         }
                     }
                     Err(ExtendError::Lost(why)) => {
-                        self.end(id, End::LockLost(why), "lock");
+                        self.end(id, End::LockLost(why.into()), "lock");
                         return;
                     }
                     // Perhaps still ours: the stream goes on until its deadline, which the
@@ -443,7 +452,12 @@ impl Sessions {
         let unconfirmed = unconfirmed.load(Ordering::Relaxed);
         if unconfirmed > 0 {
             let example = self.held().values().find_map(|held| held.unconfirmed.clone());
-            tracing::warn!(locks = unconfirmed, why = ?example, "locks not extended; their streams go on while the locks are still valid");
+            let why = example.map(|e| e.to_string());
+            tracing::warn!(
+                locks = unconfirmed,
+                why,
+                "locks not extended; their streams go on while the locks are still valid"
+            );
         }
     }
 
@@ -596,7 +610,9 @@ impl OpenStream {
                         biased;
                         end = &mut state.end => {
                             let frame = match end {
-                                Ok(End::LockLost(why)) => feed::control("lock-lost", &json!({ "reason": why })),
+                                Ok(End::LockLost(why)) => {
+                                    feed::control("lock-lost", &json!({ "reason": why.to_string() }))
+                                }
                                 Ok(End::Unbound) => feed::control(
                                     "unbound",
                                     &json!({ "reason": "the user is no longer in the profile, or the profile is gone" }),

@@ -155,5 +155,5 @@ async fn the_fleet_needs_a_quorum_of_redis_instances() {
     servers[1].stop().await;
     let error =
         locks.publish("stream-b", 2, Duration::from_secs(5)).await.expect_err("one of three is too few");
-    assert!(error.contains("1 Redis instances answered, 2 needed"), "{error}");
+    assert!(error.to_string().contains("1 Redis instances answered, 2 needed"), "{error}");
 }

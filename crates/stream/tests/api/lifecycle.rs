@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kubescaler_core::{ProfileId, UserId, keys};
-use kubescaler_stream::locks::{AcquireError, ExtendError, Fleet, Lease, PairLocks, RedisLocks};
+use kubescaler_stream::locks::{
+    AcquireError, ExtendError, Fleet, Lease, PairLocks, RedisLocks, RegistryUnavailable,
+};
 use kubescaler_stream::sessions::Refusal;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -227,7 +229,7 @@ impl PairLocks for ShutdownDuringAcquire {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
-    async fn ping(&self) -> Result<(), String> {
+    async fn ping(&self) -> Result<(), RegistryUnavailable> {
         self.inner.ping().await
     }
     async fn acquire(&self, user: UserId, profile: ProfileId, ttl: Duration) -> Result<Lease, AcquireError> {
@@ -241,7 +243,7 @@ impl PairLocks for ShutdownDuringAcquire {
     async fn release(&self, lease: &Lease) {
         self.inner.release(lease).await
     }
-    async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, String> {
+    async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, RegistryUnavailable> {
         self.inner.publish(host, streams, ttl).await
     }
     async fn withdraw(&self, host: &str) {

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kubescaler_core::{ProfileId, UserId, keys};
-use kubescaler_stream::locks::{AcquireError, ExtendError, Fleet, Lease, PairLocks, RedisLocks};
+use kubescaler_stream::locks::{
+    AcquireError, ExtendError, Fleet, Lease, PairLocks, RedisLocks, RegistryUnavailable,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
@@ -132,7 +134,7 @@ impl PairLocks for SilentExtensions {
     fn backend(&self) -> &'static str {
         self.0.backend()
     }
-    async fn ping(&self) -> Result<(), String> {
+    async fn ping(&self) -> Result<(), RegistryUnavailable> {
         self.0.ping().await
     }
     async fn acquire(&self, user: UserId, profile: ProfileId, ttl: Duration) -> Result<Lease, AcquireError> {
@@ -144,7 +146,7 @@ impl PairLocks for SilentExtensions {
     async fn release(&self, lease: &Lease) {
         self.0.release(lease).await
     }
-    async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, String> {
+    async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, RegistryUnavailable> {
         self.0.publish(host, streams, ttl).await
     }
     async fn withdraw(&self, host: &str) {

@@ -31,7 +31,7 @@ def main() -> int:
     services = {s["metadata"]["name"]: s for s in by_kind("Service")}
 
     # The stream service really exports the metric the chain starts from.
-    source = (root / "crates/stream/src/sessions.rs").read_text()
+    source = (root / "crates/stream/src/metrics.rs").read_text()
     if f'"{EXPORTED_METRIC}"' not in source:
         problems.append(f"stream does not export {EXPORTED_METRIC}")
 

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::Uri;
@@ -22,11 +21,10 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches};
 use kubescaler_base::cassandra::CassandraStore;
 use kubescaler_base::embedded::EmbeddedStore;
 use kubescaler_base::store::Store;
-use kubescaler_core::{ProfileId, UserId};
 use kubescaler_main::Mount;
-use kubescaler_main::launched::{LaunchedReader, RedisLaunched, RegistryError};
+use kubescaler_main::launched::{InProcessLaunched, LaunchedReader, RedisLaunched};
+use kubescaler_server::Service;
 use kubescaler_server::config::{CommonArgs, LogFormat};
-use kubescaler_server::http::Service;
 use kubescaler_stream::locks::{InProcessLocks, PairLocks, RedisLocks};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
@@ -225,24 +223,6 @@ impl Options {
     }
 }
 
-/// main's view of the in-process registry: a pair is launched while its lock is held.
-struct InProcessLaunched(Arc<InProcessLocks>);
-
-#[async_trait]
-impl LaunchedReader for InProcessLaunched {
-    fn backend(&self) -> &'static str {
-        "in-process"
-    }
-
-    async fn ping(&self) -> Result<(), RegistryError> {
-        Ok(())
-    }
-
-    async fn launched(&self, user: UserId, profiles: &[ProfileId]) -> Result<Vec<bool>, RegistryError> {
-        Ok(profiles.iter().map(|p| self.0.is_launched(user, *p)).collect())
-    }
-}
-
 /// The running suite.
 pub struct Suite {
     base: Service,
@@ -284,7 +264,12 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         (Arc::new(RedisLocks::new(&config.stream.redis)?), Arc::new(RedisLaunched::new(&config.main.redis)?))
     } else {
         let locks = Arc::new(InProcessLocks::new());
-        (locks.clone(), Arc::new(InProcessLaunched(locks)))
+        // main reads it as launched while the pair's lock is held.
+        let launched = InProcessLaunched::new({
+            let locks = locks.clone();
+            move |user, profile| locks.is_launched(user, profile)
+        });
+        (locks, Arc::new(launched))
     };
     let main = kubescaler_main::app(&config.main, launched, Mount::Root, shutdown.clone(), registry.clone())?;
     let (stream, sessions) = kubescaler_stream::app(&config.stream, locks, shutdown.clone(), registry)?;

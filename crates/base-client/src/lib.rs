@@ -193,7 +193,7 @@ impl BaseClient {
         let response = self
             .http
             .get(format!("{}/readyz", self.url))
-            .timeout(kubescaler_server::http::PROBE_TIMEOUT)
+            .timeout(kubescaler_server::PROBE_TIMEOUT)
             .send()
             .await
             .map_err(transport)?;

@@ -11,7 +11,7 @@ use axum::routing::get;
 use kubescaler_core::model::{Profile, ProfileBody, User, UserBody};
 use kubescaler_core::{ProfileId, UserId, codes};
 use kubescaler_server::error::ApiPath;
-use kubescaler_server::http::host_name;
+use kubescaler_server::host_name;
 use kubescaler_server::{ApiError, ApiJson};
 
 use crate::store::Store;

@@ -15,7 +15,7 @@ use axum::routing::{any, get};
 use kubescaler_core::model::{Profile, User};
 use kubescaler_core::{ProfileId, UserId, codes};
 use kubescaler_server::error::{ApiPath, ApiQuery, method_not_allowed_for, no_route_for};
-use kubescaler_server::http::host_name;
+use kubescaler_server::host_name;
 use kubescaler_server::{ApiError, ApiJson};
 use subtle::ConstantTimeEq;
 

@@ -4,14 +4,26 @@
 //! - [`error`]: the one JSON error type (`{"error","message"}`) every handler returns, and the
 //!   extractors that turn rejections into it.
 //! - [`config`] and [`telemetry`]: the flags every binary shares and `tracing` set-up.
-//! - [`http`]: `/livez`, `/readyz`, `/health`, `/metrics`, per-route request metrics, request
-//!   spans, and the [`http::Server`] that binds (port 0 in tests), serves and shuts down.
+//! - [`router`]: a service's API wrapped with `/livez`, `/health`, `/readyz`, `/metrics`, JSON
+//!   fallbacks, the body limit, request ids and spans ([`service_router`]).
+//! - [`readiness`]: what `/readyz` asks ([`Probe`], and [`Ping`] for any dependency that can
+//!   be pinged).
+//! - [`metrics`]: request count and latency per route ([`HttpMetrics`]).
+//! - [`server`]: the [`Server`] that binds (port 0 in tests), serves and drains, and the
+//!   [`Service`] every service's `build` returns.
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
 
 pub mod config;
 pub mod error;
-pub mod http;
+pub mod metrics;
+pub mod readiness;
+pub mod router;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 
 pub use error::{ApiError, ApiJson};
+pub use metrics::HttpMetrics;
+pub use readiness::{PROBE_TIMEOUT, Ping, Probe, ProbeError, Readiness};
+pub use router::{host_name, service_router};
+pub use server::{Server, Service};

@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use kubescaler_server::Service;
 use kubescaler_server::config::{CommonArgs, LogFormat};
-use kubescaler_server::http::Service;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};

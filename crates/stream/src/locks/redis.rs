@@ -1,4 +1,4 @@
-//! The lock and launched registry: one stream per user–profile pair across every replica.
+//! The registry over Redis, for the cluster.
 //!
 //! [`RedisLocks`] is Redlock (crate `rslock`) over `REDIS_URLS`: a random token per
 //! acquisition, a quorum of N/2+1 instances, validity = TTL − time spent acquiring − drift, and
@@ -16,113 +16,18 @@
 //! answers how long the lock stays valid, Redlock's way: from the moment the extension was
 //! sent, TTL minus the clock drift allowance.
 //!
-//! The same registry holds the fleet: every stream instance publishes its number of open
-//! streams under its host name with a short TTL ([`PairLocks::publish`]), and reads everyone's
-//! — what rebalancing decides on.
+//! The fleet: every stream instance publishes its number of open streams under its host name
+//! with a short TTL ([`PairLocks::publish`]), and reads everyone's.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use kubescaler_core::{ProfileId, UserId, keys};
-use kubescaler_redis::RedisArgs;
-use kubescaler_redis::{Failures, InstanceError, QuorumError, RedisInstances};
+use kubescaler_redis::{Failures, RedisArgs, RedisInstances};
 use tokio::time::Instant;
 
-/// A held lock on a pair.
-#[derive(Debug, Clone)]
-pub struct Lease {
-    pub user: UserId,
-    pub profile: ProfileId,
-    /// Until when the acquisition guarantees the lock (see [`validity_end`]).
-    pub valid_until: Instant,
-    token: Vec<u8>,
-}
-
-/// Until when a lock set or extended with `ttl` by commands sent at `sent` is ours: Redlock's
-/// validity, TTL minus an allowance for the instances' clocks running faster than ours (1 % of
-/// the TTL plus 2 ms, as rslock and the Redlock description reckon it).
-pub fn validity_end(sent: Instant, ttl: Duration) -> Instant {
-    sent + ttl.saturating_sub(ttl / 100 + Duration::from_millis(2))
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AcquireError {
-    #[error("the pair is streaming elsewhere; its lock expires in {retry_after:?} at the latest")]
-    Conflict { retry_after: Duration },
-    #[error("lock registry unavailable: {0}")]
-    Unavailable(#[source] RegistryUnavailable),
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ExtendError {
-    /// Held by another token, or expired: the lock is not ours any more.
-    #[error("lock lost: {0}")]
-    Lost(#[source] Lost),
-    /// Too few instances answered to confirm it: the lock may still be ours, until the validity
-    /// of its last acquisition or extension runs out.
-    #[error("lock not extended: {0}")]
-    Unavailable(#[source] RegistryUnavailable),
-}
-
-/// Why a lock is not ours any more.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum Lost {
-    /// Too many instances hold another token or no lock for a quorum ever to be ours again.
-    #[error("expired or taken by another stream on {not_ours} of {instances} Redis instances")]
-    OnInstances { not_ours: usize, instances: usize },
-    /// The in-process registry holds another token, or none.
-    #[error("expired or taken by another stream")]
-    InProcess,
-}
-
-/// Why the registry could not do, or confirm, what was asked.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum RegistryUnavailable {
-    /// Fewer Redis instances than a quorum answered.
-    #[error(transparent)]
-    Quorum(#[from] QuorumError),
-    /// The lock was taken, its launched marker not written on a quorum (the lock is released).
-    #[error("launched marker not written: {0}")]
-    Marker(#[source] QuorumError),
-    /// Redlock failed for another reason than a lock held elsewhere.
-    #[error("{0}")]
-    Redlock(#[source] Arc<rslock::LockError>),
-    /// Redlock refused the lock, yet no instance holds it (connections being remade).
-    #[error("the lock could not be taken though no instance holds it")]
-    NoHolder,
-    /// Too few instances confirmed an extension; the others failed to answer.
-    #[error("{extended} of {instances} Redis instances extended it, {needed} needed: {}", Failures(.failures))]
-    Unconfirmed { extended: usize, instances: usize, needed: usize, failures: Vec<InstanceError> },
-    /// Too few instances answered a publication of the fleet.
-    #[error("{answered} Redis instances answered, {needed} needed: {}", Failures(.failures))]
-    Fleet { answered: usize, needed: usize, failures: Vec<InstanceError> },
-    /// The registry did not answer within the time its caller allows.
-    #[error("no answer within {0}")]
-    NoAnswer(&'static str),
-}
-
-/// Locks and launched markers of pairs.
-#[async_trait]
-pub trait PairLocks: Send + Sync + 'static {
-    fn backend(&self) -> &'static str;
-    async fn ping(&self) -> Result<(), RegistryUnavailable>;
-    /// Takes the pair's lock for `ttl` (one attempt, no waiting) and writes its marker.
-    async fn acquire(&self, user: UserId, profile: ProfileId, ttl: Duration) -> Result<Lease, AcquireError>;
-    /// Extends the lock and the marker by `ttl`; answers until when the lock is now valid.
-    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<Instant, ExtendError>;
-    /// Releases the lock (if still ours) and removes the marker, best effort.
-    async fn release(&self, lease: &Lease);
-    /// Publishes that instance `host` has `streams` open, for `ttl`, and answers the open
-    /// streams of every live instance, `host` included.
-    async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, RegistryUnavailable>;
-    /// Removes `host` from the fleet at once (it stops), best effort.
-    async fn withdraw(&self, host: &str);
-}
-
-/// Open streams per live instance, by host name.
-pub type Fleet = BTreeMap<String, u64>;
+use super::{AcquireError, ExtendError, Fleet, Lease, Lost, PairLocks, RegistryUnavailable, validity_end};
 
 /// Extends the lock, and the marker with it, only while the lock holds the lease's token:
 /// 1 extended, 0 not ours.
@@ -366,104 +271,5 @@ impl PairLocks for RedisLocks {
                 async move { invocation.invoke_async::<i64>(&mut connection).await }
             })
             .await;
-    }
-}
-
-/// The in-process registry, for the all-in-one process: one process needs no Redlock, but the
-/// same semantics — one holder per pair, a random token per acquisition, expiry `ttl` after
-/// the last extension, conflicts that say when the holder's lock expires, release only by the
-/// holder. The launched marker is the held, unexpired lock itself.
-#[derive(Debug, Default)]
-pub struct InProcessLocks {
-    pairs: std::sync::Mutex<InProcessPairs>,
-    /// Host → (open streams, expiry): the fleet, of one instance in the all-in-one.
-    fleet: std::sync::Mutex<BTreeMap<String, (u64, tokio::time::Instant)>>,
-}
-
-#[derive(Debug, Default)]
-struct InProcessPairs {
-    held: std::collections::HashMap<(UserId, ProfileId), (u128, tokio::time::Instant)>,
-    /// Expired entries are swept when the map grows past this, so it stays bounded.
-    sweep_at: usize,
-}
-
-impl InProcessLocks {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn pairs(&self) -> std::sync::MutexGuard<'_, InProcessPairs> {
-        // Every change is a single insert or remove: a poisoned map is still consistent.
-        self.pairs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Whether the pair's lock is held now (what main calls "launched").
-    pub fn is_launched(&self, user: UserId, profile: ProfileId) -> bool {
-        let now = tokio::time::Instant::now();
-        self.pairs().held.get(&(user, profile)).is_some_and(|(_, expires)| *expires > now)
-    }
-}
-
-fn token_of(lease: &Lease) -> u128 {
-    lease.token.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b))
-}
-
-#[async_trait]
-impl PairLocks for InProcessLocks {
-    fn backend(&self) -> &'static str {
-        "in-process"
-    }
-
-    async fn ping(&self) -> Result<(), RegistryUnavailable> {
-        Ok(())
-    }
-
-    async fn acquire(&self, user: UserId, profile: ProfileId, ttl: Duration) -> Result<Lease, AcquireError> {
-        let now = tokio::time::Instant::now();
-        let mut pairs = self.pairs();
-        if pairs.held.len() >= pairs.sweep_at.max(1024) {
-            pairs.held.retain(|_, (_, expires)| *expires > now);
-            pairs.sweep_at = pairs.held.len() * 2;
-        }
-        if let Some((_, expires)) = pairs.held.get(&(user, profile))
-            && *expires > now
-        {
-            return Err(AcquireError::Conflict { retry_after: *expires - now });
-        }
-        let token: u128 = rand::random();
-        pairs.held.insert((user, profile), (token, now + ttl));
-        Ok(Lease { user, profile, valid_until: now + ttl, token: token.to_be_bytes().to_vec() })
-    }
-
-    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<Instant, ExtendError> {
-        let now = tokio::time::Instant::now();
-        let mut pairs = self.pairs();
-        match pairs.held.get_mut(&(lease.user, lease.profile)) {
-            Some((token, expires)) if *token == token_of(lease) && *expires > now => {
-                *expires = now + ttl;
-                Ok(now + ttl)
-            }
-            _ => Err(ExtendError::Lost(Lost::InProcess)),
-        }
-    }
-
-    async fn release(&self, lease: &Lease) {
-        let mut pairs = self.pairs();
-        let key = (lease.user, lease.profile);
-        if pairs.held.get(&key).is_some_and(|(token, _)| *token == token_of(lease)) {
-            pairs.held.remove(&key);
-        }
-    }
-
-    async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, RegistryUnavailable> {
-        let now = tokio::time::Instant::now();
-        let mut fleet = self.fleet.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        fleet.insert(host.to_owned(), (streams, now + ttl));
-        fleet.retain(|_, (_, expires)| *expires > now);
-        Ok(fleet.iter().map(|(host, (streams, _))| (host.clone(), *streams)).collect())
-    }
-
-    async fn withdraw(&self, host: &str) {
-        self.fleet.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(host);
     }
 }

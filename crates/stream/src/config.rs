@@ -1,0 +1,120 @@
+//! stream's settings: every flag is also an environment variable, because that is how
+//! Kubernetes (ConfigMaps, Secrets) hands configuration to a container.
+
+use std::time::Duration;
+
+use clap::Parser;
+use kubescaler_base_client::BaseClientConfig;
+use kubescaler_core::duration;
+use kubescaler_redis::RedisArgs;
+use kubescaler_server::config::CommonArgs;
+
+use crate::rebalance::Tolerance;
+
+/// Port stream listens on when `PORT` is not set.
+pub const DEFAULT_PORT: u16 = 8083;
+
+/// stream's configuration: every flag is also an environment variable.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "stream", version, about = "kubescaler stream: Redlock-guarded SSE and the test agent page")]
+pub struct Config {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    #[command(flatten)]
+    pub base: BaseClientConfig,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    /// Lifetime of a pair's lock and launched marker after their last refresh.
+    #[arg(long, env = "LOCK_TTL", value_parser = duration::parse, default_value = "60s")]
+    pub lock_ttl: Duration,
+
+    /// How often the refresher extends every held lock and marker (less than LOCK_TTL)
+    /// [default: LOCK_TTL / 6, 10s for the default TTL: five refreshes may fail before a lock
+    /// can expire].
+    #[arg(long, env = "LOCK_REFRESH", value_parser = duration::parse)]
+    pub lock_refresh: Option<Duration>,
+
+    /// Release lock and marker as soon as a client disconnects, instead of letting them
+    /// expire (which keeps the pair refused for up to LOCK_TTL, as the original did).
+    #[arg(long, env = "RELEASE_ON_DISCONNECT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub release_on_disconnect: bool,
+
+    /// Time between messages (0: as fast as possible, for benchmarks).
+    #[arg(long, env = "STREAM_INTERVAL", value_parser = duration::parse, default_value = "100ms")]
+    pub stream_interval: Duration,
+
+    /// Random data per message, in bytes.
+    #[arg(long, env = "STREAM_MESSAGE_BYTES", default_value_t = 25_000)]
+    pub stream_message_bytes: usize,
+
+    /// Kernel send buffer of each connection, in bytes: small, so a slow reader makes the
+    /// service skip messages instead of the kernel hoarding stale ones.
+    #[arg(long, env = "STREAM_SNDBUF", default_value_t = 65_536)]
+    pub stream_sndbuf: usize,
+
+    /// Streams this instance serves at once; more are refused with 503.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Name put in every message (`host`), and this instance's name in the fleet: the pod name
+    /// under Kubernetes; unique per instance.
+    #[arg(long, env = "HOSTNAME", default_value = "localhost")]
+    pub hostname: String,
+
+    /// Hand streams off to other instances while this one holds more than its share of the
+    /// fleet's (after a scale-up, a new instance gets only new connections otherwise).
+    #[arg(long, env = "REBALANCE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rebalance: bool,
+
+    /// How often the instance publishes its open streams and decides whether to hand some off
+    /// [default: LOCK_REFRESH].
+    #[arg(long, env = "REBALANCE_PERIOD", value_parser = duration::parse)]
+    pub rebalance_period: Option<Duration>,
+
+    /// Streams an instance may hold over its fair share before it hands any off: a number of
+    /// streams (3) or a percentage of the share (10%, at least one stream).
+    #[arg(long, env = "REBALANCE_TOLERANCE", default_value_t = Tolerance::default())]
+    pub rebalance_tolerance: Tolerance,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl Config {
+    pub(crate) fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.lock_refresh() < self.lock_ttl,
+            "LOCK_REFRESH ({:?}) must be shorter than LOCK_TTL ({:?}), or locks expire between refreshes",
+            self.lock_refresh(),
+            self.lock_ttl
+        );
+        anyhow::ensure!(self.max_connections > 0, "MAX_CONNECTIONS must be at least 1");
+        anyhow::ensure!(
+            self.rebalance_period() >= Duration::from_millis(10),
+            "REBALANCE_PERIOD must be at least 10ms"
+        );
+        Ok(())
+    }
+
+    pub fn lock_refresh(&self) -> Duration {
+        self.lock_refresh.unwrap_or(self.lock_ttl / 6)
+    }
+
+    pub fn rebalance_period(&self) -> Duration {
+        self.rebalance_period.unwrap_or_else(|| self.lock_refresh())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        super::Config::command().debug_assert();
+    }
+}

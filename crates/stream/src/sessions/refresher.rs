@@ -1,0 +1,207 @@
+//! The instance's ONE refresher task: every `LOCK_REFRESH` it extends every held lock and
+//! marker and re-checks every binding; every `REBALANCE_PERIOD` it publishes the instance's
+//! open streams and hands the excess off; beside it a watchdog ends the streams whose locks
+//! could not be extended in time; on shutdown it releases every lock, awaited.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::StreamExt;
+use kubescaler_base_client::Binding;
+use tokio::time::Instant;
+
+use super::{Drain, End, Held, LockLost, Sessions, lock};
+use crate::locks::{ExtendError, Lease, RegistryUnavailable};
+
+/// An instance's fleet entry outlives a missed publication or two; a dead instance's is
+/// forgotten after this many periods.
+const FLEET_ENTRY_PERIODS: u32 = 3;
+impl Sessions {
+    /// The refresher: every `LOCK_REFRESH`, extend every held lock and marker and re-check
+    /// every binding; end the streams that lost either. Beside it, the watchdog ends the streams
+    /// whose locks could not be extended in time. On shutdown, release every lock.
+    pub async fn refresh_until_shutdown(self: Arc<Self>) {
+        let refresher = async {
+            let mut ticks = tokio::time::interval(self.settings.lock_refresh);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            // The first tick is at once: the instance joins the fleet as it starts.
+            let mut rebalance = tokio::time::interval(self.settings.rebalance_period);
+            rebalance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => self.refresh_all().await,
+                    _ = rebalance.tick() => self.rebalance().await,
+                    () = self.shutdown.cancelled() => break,
+                }
+            }
+        };
+        // In the same task, yet never waiting behind the refresher's Redis calls: `join` polls
+        // the watchdog whenever its timer fires.
+        tokio::join!(refresher, self.watch_deadlines());
+        // Out of the fleet first, so that no instance counts this one's streams as placed.
+        self.locks.withdraw(&self.settings.host).await;
+        // Every lock is released here, and awaited, so the pairs can move to another replica
+        // at once; a stream's own guard could only spawn the release, and a spawned task does
+        // not outlive the runtime when the process exits.
+        let leaving: Vec<Held> = self.held().drain().map(|(_, held)| held).collect();
+        let releases = leaving.into_iter().map(|held| {
+            let _ = held.end.send(End::Shutdown);
+            let locks = self.locks.clone();
+            async move { locks.release(&held.lease).await }
+        });
+        futures::future::join_all(releases).await;
+        // Releases spawned before the drain (disconnects, unbound pairs) finish too.
+        self.releases.close();
+        self.releases.wait().await;
+    }
+
+    /// Ends every stream whose deadline has come, and sleeps until the next one. Deadlines only
+    /// move later (an extension) or go (a stream ends); an earlier one can only come with a new
+    /// stream, which wakes this.
+    async fn watch_deadlines(&self) {
+        loop {
+            let now = Instant::now();
+            let mut next = now + self.settings.lock_refresh;
+            let mut expired = Vec::new();
+            {
+                let held = self.held();
+                for (id, stream) in held.iter() {
+                    if stream.deadline <= now {
+                        expired.push((*id, stream.unconfirmed.clone()));
+                    } else {
+                        next = next.min(stream.deadline);
+                    }
+                }
+                // Set under the same lock as the scan: a stream opened after the scan compares
+                // its deadline with this, not with the previous wake.
+                *lock(&self.watchdog_at) = next;
+            }
+            for (id, why) in expired {
+                self.end(id, End::LockLost(LockLost::Expired(why)), "lock");
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                () = self.watchdog.notified() => {}
+                () = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn refresh_all(self: &Arc<Self>) {
+        let snapshot: Vec<(u64, Lease)> = self.held().iter().map(|(id, h)| (*id, h.lease.clone())).collect();
+        let unconfirmed = AtomicU64::new(0);
+        let unconfirmed = &unconfirmed;
+        futures::stream::iter(snapshot)
+            .for_each_concurrent(64, |(id, lease)| async move {
+                let started = Instant::now();
+                // Redis calls time out by themselves (REDIS_TIMEOUT); this bounds a cycle even if
+                // one did not, so the next refresh comes while the lock is still valid.
+                let extension = self.locks.extend(&lease, self.settings.lock_ttl);
+                let extended = tokio::time::timeout(self.settings.lock_refresh, extension).await.unwrap_or_else(
+                    |_| Err(ExtendError::Unavailable(RegistryUnavailable::NoAnswer("LOCK_REFRESH"))),
+                );
+                self.metrics.refresh.observe(started.elapsed().as_secs_f64());
+                match extended {
+                    Ok(valid_until) => {
+                        if let Some(held) = self.held().get_mut(&id) {
+                            held.deadline = held.deadline.max(self.deadline(valid_until));
+                            if held.unconfirmed.take().is_some() {
+                                tracing::info!(user = %lease.user, profile = %lease.profile, stream = id, "lock extended again");
+                            }
+                        }
+                    }
+                    Err(ExtendError::Lost(why)) => {
+                        self.end(id, End::LockLost(why.into()), "lock");
+                        return;
+                    }
+                    // Perhaps still ours: the stream goes on until its deadline, which the
+                    // watchdog keeps; the next refresh tries again.
+                    Err(ExtendError::Unavailable(why)) => {
+                        if let Some(held) = self.held().get_mut(&id) {
+                            held.unconfirmed = Some(why);
+                            unconfirmed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                match self.base.binding(lease.profile, lease.user).await {
+                    Ok(Binding::Bound) => {}
+                    Ok(Binding::NotBound | Binding::NoProfile) => {
+                        if self.end(id, End::Unbound, "unbound") {
+                            let locks = self.locks.clone();
+                            self.releases.spawn(async move { locks.release(&lease).await });
+                        }
+                    }
+                    // base away: the binding cannot be re-checked now, which does not make the
+                    // pair unbound; the lock is still held, so the stream goes on.
+                    Err(e) => tracing::warn!(error = %e, "binding not re-checked"),
+                }
+            })
+            .await;
+        let unconfirmed = unconfirmed.load(Ordering::Relaxed);
+        if unconfirmed > 0 {
+            let example = self.held().values().find_map(|held| held.unconfirmed.clone());
+            let why = example.map(|e| e.to_string());
+            tracing::warn!(
+                locks = unconfirmed,
+                why,
+                "locks not extended; their streams go on while the locks are still valid"
+            );
+        }
+    }
+
+    /// Publishes this instance's open streams and, when it holds more than its share of the
+    /// fleet's for long enough, hands the excess off.
+    async fn rebalance(self: &Arc<Self>) {
+        let own = self.held().len() as u64;
+        let ttl = self.settings.rebalance_period * FLEET_ENTRY_PERIODS;
+        let fleet = match self.locks.publish(&self.settings.host, own, ttl).await {
+            Ok(fleet) => fleet,
+            Err(e) => {
+                tracing::warn!(error = %e, "open streams not published; no rebalancing this period");
+                return;
+            }
+        };
+        if !self.settings.rebalance {
+            return;
+        }
+        let decision = lock(&self.rebalancer).tick(own, fleet.values().copied());
+        if decision.hand_off > 0 {
+            tracing::info!(own, fair = decision.fair, hand_off = decision.hand_off, ?fleet, "rebalancing");
+            self.hand_off(decision.hand_off as usize, decision.fair as usize).await;
+        }
+    }
+
+    /// Ends `count` streams with `event: rebalance`, their locks and markers released first.
+    /// The streams opened last go: the ones that arrived while this instance already had more
+    /// than its share.
+    async fn hand_off(self: &Arc<Self>, count: usize, fair: usize) {
+        // Until the next tick that may decide (the one after is quiet): long enough for the moved
+        // clients' retries to find the other instances, short enough not to outlive the view.
+        let until = Instant::now() + self.settings.rebalance_period * 2;
+        *lock(&self.drain) = Some(Drain { target: fair, until });
+        let moving: Vec<Held> = {
+            let mut held = self.held();
+            let mut ids: Vec<u64> = held.keys().copied().collect();
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            ids.into_iter().take(count).filter_map(|id| held.remove(&id)).collect()
+        };
+        let started = Instant::now();
+        futures::future::join_all(moving.iter().map(|held| self.locks.release(&held.lease))).await;
+        let released_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.metrics.rebalanced.inc_by(moving.len() as u64);
+        tracing::info!(streams = moving.len(), fair, released_ms, "handed streams off");
+        for held in moving {
+            let _ = held.end.send(End::Rebalance);
+        }
+    }
+
+    /// Ends stream `id` if it is still open; `true` when it was.
+    fn end(&self, id: u64, why: End, reason: &str) -> bool {
+        let Some(held) = self.held().remove(&id) else { return false };
+        tracing::info!(user = %held.lease.user, profile = %held.lease.profile, stream = id, ?why, "stream ended by the refresher");
+        self.metrics.lost.with_label_values(&[reason]).inc();
+        let _ = held.end.send(why);
+        true
+    }
+}

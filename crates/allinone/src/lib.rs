@@ -272,8 +272,8 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         (locks, Arc::new(launched))
     };
     let main = kubescaler_main::app(&config.main, launched, Mount::Root, shutdown.clone(), registry.clone())?;
-    let (stream, sessions) = kubescaler_stream::app(&config.stream, locks, shutdown.clone(), registry)?;
-    let refresher = tokio::spawn(sessions.refresh_until_shutdown());
+    let kubescaler_stream::App { router: stream, refresher, .. } =
+        kubescaler_stream::app(&config.stream, locks, shutdown.clone(), registry)?;
 
     // Like the Ingress: /main and below to main, mounted here once, the rest to stream.
     // `/main/` is main's root too, as `/main` is; nesting gives only the latter.
@@ -294,9 +294,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
     let front = Service::bind("kubescaler", &front_args, config.front.port(), front_router, shutdown.clone())
         .await?
         .with_stream_buffers(config.stream.stream_sndbuf)
-        .with_drain(async move {
-            let _ = refresher.await;
-        });
+        .with_drain(refresher.drain());
     let shown =
         if config.front.ip().is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { config.front.ip() };
     let url = format!("http://{}", SocketAddr::new(shown, front.port()));

@@ -18,18 +18,38 @@ use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// The settings' defaults: one definition for the flags and for [`BaseClientConfig::new`].
+pub mod defaults {
+    use std::sync::LazyLock;
+    use std::time::Duration;
+
+    /// base on this machine, on its default port.
+    pub const URL: &str = "http://127.0.0.1:8081";
+    /// A connection within the cluster opens in milliseconds; a second means base is not there.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+    /// Generous beside a query's milliseconds: the bound of a base that hangs, not of a slow one.
+    pub const TIMEOUT: Duration = Duration::from_secs(10);
+    /// Two more attempts ride out a restarting pod without multiplying a real outage's load.
+    pub const RETRIES: u32 = 2;
+
+    pub(crate) static CONNECT_TIMEOUT_TEXT: LazyLock<String> =
+        LazyLock::new(|| kubescaler_core::duration::text(CONNECT_TIMEOUT));
+    pub(crate) static TIMEOUT_TEXT: LazyLock<String> =
+        LazyLock::new(|| kubescaler_core::duration::text(TIMEOUT));
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct BaseClientConfig {
     /// Where base listens.
-    #[arg(id = "base_url", long = "base-url", env = "BASE_URL", value_name = "BASE_URL", default_value = "http://127.0.0.1:8081", value_parser = base_url)]
+    #[arg(id = "base_url", long = "base-url", env = "BASE_URL", value_name = "BASE_URL", default_value = defaults::URL, value_parser = base_url)]
     pub url: String,
 
     /// Time allowed to open a connection to base.
-    #[arg(id = "base_connect_timeout", long = "base-connect-timeout", env = "BASE_CONNECT_TIMEOUT", value_name = "BASE_CONNECT_TIMEOUT", value_parser = duration::parse, default_value = "1s")]
+    #[arg(id = "base_connect_timeout", long = "base-connect-timeout", env = "BASE_CONNECT_TIMEOUT", value_name = "BASE_CONNECT_TIMEOUT", value_parser = duration::parse, default_value = defaults::CONNECT_TIMEOUT_TEXT.as_str())]
     pub connect_timeout: Duration,
 
     /// Time allowed for one request to base, answer included.
-    #[arg(id = "base_timeout", long = "base-timeout", env = "BASE_TIMEOUT", value_name = "BASE_TIMEOUT", value_parser = duration::parse, default_value = "10s")]
+    #[arg(id = "base_timeout", long = "base-timeout", env = "BASE_TIMEOUT", value_name = "BASE_TIMEOUT", value_parser = duration::parse, default_value = defaults::TIMEOUT_TEXT.as_str())]
     pub timeout: Duration,
 
     /// Extra attempts of an idempotent request when base is unreachable or answers 502/503/504.
@@ -38,18 +58,19 @@ pub struct BaseClientConfig {
         long = "base-retries",
         env = "BASE_RETRIES",
         value_name = "BASE_RETRIES",
-        default_value_t = 2
+        default_value_t = defaults::RETRIES
     )]
     pub retries: u32,
 }
 
 impl BaseClientConfig {
+    /// The defaults, with base at `url`.
     pub fn new(url: &str) -> Self {
         Self {
             url: url.trim_end_matches('/').to_owned(),
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(10),
-            retries: 2,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            timeout: defaults::TIMEOUT,
+            retries: defaults::RETRIES,
         }
     }
 }
@@ -272,4 +293,32 @@ async fn check(response: reqwest::Response) -> Result<bytes::Bytes, BaseError> {
             message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{FromArgMatches, Parser};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        base: BaseClientConfig,
+    }
+
+    #[test]
+    fn flags_default_to_what_new_gives() {
+        let command = <Flags as clap::CommandFactory>::command();
+        let matches = command.no_binary_name(true).try_get_matches_from(Vec::<String>::new()).unwrap();
+        if std::env::vars().any(|(name, _)| name.starts_with("BASE_")) {
+            return; // the environment's settings, not the defaults
+        }
+        let flags = Flags::from_arg_matches(&matches).unwrap().base;
+        let new = BaseClientConfig::new(defaults::URL);
+        assert_eq!(
+            (flags.url, flags.connect_timeout, flags.timeout, flags.retries),
+            (new.url, new.connect_timeout, new.timeout, new.retries)
+        );
+    }
 }

@@ -9,7 +9,6 @@
 //! prepared once; requests only execute prepared statements.
 
 use std::collections::BTreeSet;
-use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,18 +21,39 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
-use scylla::response::PagingState;
 use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 use tokio::sync::OnceCell;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
+use crate::paging::{self, ReadError};
 use crate::store::{Store, StoreError, StoreResult};
 
 const BACKEND: &str = "cassandra";
 /// Rows per page when reading whole tables or index results: bounded memory per round trip.
 const PAGE_SIZE: i32 = 1000;
+
+/// The settings' defaults: one definition for the flags and for [`CassandraConfig::new`].
+pub mod defaults {
+    use std::sync::LazyLock;
+    use std::time::Duration;
+
+    /// A single node on this machine, as `scripts/services.sh` runs it.
+    pub const NODES: &str = "127.0.0.1:9042";
+    pub const KEYSPACE: &str = "kubescaler";
+    /// One copy: right for one node; a cluster of several names its own strategy.
+    pub const REPLICATION: &str = "{'class': 'SimpleStrategy', 'replication_factor': 1}";
+    /// Time to open a connection to a node, TLS-free and in-cluster: seconds mean it is down.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// A query with its retries; base answers 503 past it rather than hold the request.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+    pub(crate) static CONNECT_TIMEOUT_TEXT: LazyLock<String> =
+        LazyLock::new(|| kubescaler_core::duration::text(CONNECT_TIMEOUT));
+    pub(crate) static REQUEST_TIMEOUT_TEXT: LazyLock<String> =
+        LazyLock::new(|| kubescaler_core::duration::text(REQUEST_TIMEOUT));
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct CassandraConfig {
@@ -44,12 +64,12 @@ pub struct CassandraConfig {
         env = "CASSANDRA_NODES",
         value_name = "CASSANDRA_NODES",
         value_delimiter = ',',
-        default_value = "127.0.0.1:9042"
+        default_value = defaults::NODES
     )]
     pub nodes: Vec<String>,
 
     /// Keyspace holding the `user` and `profile` tables; created when missing.
-    #[arg(id = "cassandra_keyspace", long = "cassandra-keyspace", env = "CASSANDRA_KEYSPACE", value_name = "CASSANDRA_KEYSPACE", default_value = "kubescaler", value_parser = keyspace_name)]
+    #[arg(id = "cassandra_keyspace", long = "cassandra-keyspace", env = "CASSANDRA_KEYSPACE", value_name = "CASSANDRA_KEYSPACE", default_value = defaults::KEYSPACE, value_parser = keyspace_name)]
     pub keyspace: String,
 
     /// Replication of the keyspace when base creates it, as a CQL map.
@@ -57,17 +77,17 @@ pub struct CassandraConfig {
         id = "cassandra_replication",
         long = "cassandra-replication",
         env = "CASSANDRA_REPLICATION", value_name = "CASSANDRA_REPLICATION",
-        default_value = "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+        default_value = defaults::REPLICATION,
         value_parser = replication_map
     )]
     pub replication: String,
 
     /// Time allowed to open a connection to a node.
-    #[arg(id = "cassandra_connect_timeout", long = "cassandra-connect-timeout", env = "CASSANDRA_CONNECT_TIMEOUT", value_name = "CASSANDRA_CONNECT_TIMEOUT", value_parser = duration::parse, default_value = "5s")]
+    #[arg(id = "cassandra_connect_timeout", long = "cassandra-connect-timeout", env = "CASSANDRA_CONNECT_TIMEOUT", value_name = "CASSANDRA_CONNECT_TIMEOUT", value_parser = duration::parse, default_value = defaults::CONNECT_TIMEOUT_TEXT.as_str())]
     pub connect_timeout: Duration,
 
     /// Client-side timeout of one query (all its retries included).
-    #[arg(id = "cassandra_request_timeout", long = "cassandra-request-timeout", env = "CASSANDRA_REQUEST_TIMEOUT", value_name = "CASSANDRA_REQUEST_TIMEOUT", value_parser = duration::parse, default_value = "5s")]
+    #[arg(id = "cassandra_request_timeout", long = "cassandra-request-timeout", env = "CASSANDRA_REQUEST_TIMEOUT", value_name = "CASSANDRA_REQUEST_TIMEOUT", value_parser = duration::parse, default_value = defaults::REQUEST_TIMEOUT_TEXT.as_str())]
     pub request_timeout: Duration,
 }
 
@@ -77,9 +97,9 @@ impl CassandraConfig {
         Ok(Self {
             nodes,
             keyspace: keyspace_name(keyspace)?,
-            replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(5),
+            replication: defaults::REPLICATION.into(),
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            request_timeout: defaults::REQUEST_TIMEOUT,
         })
     }
 }
@@ -293,6 +313,15 @@ fn internal(message: impl std::fmt::Display) -> StoreError {
     StoreError::Internal { backend: BACKEND, message: message.to_string() }
 }
 
+impl From<ReadError> for StoreError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Execution(error) => execution_error(*error),
+            rows @ ReadError::Rows(_) => internal(rows),
+        }
+    }
+}
+
 /// Driver errors are mostly about availability (connections, timeouts, a node overloaded);
 /// only errors that mean the statement itself is wrong are internal.
 fn execution_error(error: ExecutionError) -> StoreError {
@@ -333,34 +362,24 @@ impl CassandraStore {
         c.session.execute_unpaged(statement(&c.statements), values).await.map_err(execution_error)
     }
 
-    /// Reads every row of a paged query, page by page. Manual paging rather than the
-    /// driver's row stream: the stream runs a task per query, which costs more than the whole
-    /// query when the answer fits in one page, as it nearly always does here.
+    /// Reads every row of a paged query (see [`paging`](crate::paging)).
     async fn collect<R, T>(
         &self,
         statement: impl Fn(&Statements) -> &PreparedStatement,
-        values: impl scylla::serialize::row::SerializeRow + Copy,
+        values: impl scylla::serialize::row::SerializeRow,
         convert: impl Fn(R) -> StoreResult<T>,
     ) -> StoreResult<Vec<T>>
     where
         R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
     {
         let c = self.connected()?;
-        let statement = statement(&c.statements);
         let mut out = Vec::new();
-        let mut paging = PagingState::start();
-        loop {
-            let (result, next) =
-                c.session.execute_single_page(statement, values, paging).await.map_err(execution_error)?;
-            let rows = result.into_rows_result().map_err(internal)?;
-            for row in rows.rows::<R>().map_err(internal)? {
-                out.push(convert(row.map_err(internal)?)?);
-            }
-            match next.into_paging_control_flow() {
-                ControlFlow::Continue(state) => paging = state,
-                ControlFlow::Break(()) => return Ok(out),
-            }
-        }
+        paging::for_each_row(&c.session, statement(&c.statements), values, |row| {
+            out.push(convert(row)?);
+            StoreResult::Ok(())
+        })
+        .await?;
+        Ok(out)
     }
 
     async fn single<R, T>(
@@ -485,6 +504,27 @@ mod tests {
         for bad in ["", "1ks", "ks-name", "ks;drop", &"k".repeat(49)] {
             assert!(keyspace_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn flags_default_to_what_new_gives() {
+        use clap::{CommandFactory, FromArgMatches, Parser};
+        #[derive(Debug, Parser)]
+        struct Flags {
+            #[command(flatten)]
+            cassandra: CassandraConfig,
+        }
+        if std::env::vars().any(|(name, _)| name.starts_with("CASSANDRA_")) {
+            return; // the environment's settings, not the defaults
+        }
+        let matches =
+            Flags::command().no_binary_name(true).try_get_matches_from(Vec::<String>::new()).unwrap();
+        let flags = Flags::from_arg_matches(&matches).unwrap().cassandra;
+        let new = CassandraConfig::new(vec![defaults::NODES.to_owned()], defaults::KEYSPACE).unwrap();
+        assert_eq!(
+            (flags.nodes, flags.keyspace, flags.replication, flags.connect_timeout, flags.request_timeout),
+            (new.nodes, new.keyspace, new.replication, new.connect_timeout, new.request_timeout)
+        );
     }
 
     #[test]

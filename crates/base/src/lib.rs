@@ -5,6 +5,7 @@
 //! - [`store`]: the [`Store`] trait the API runs on, so backends are interchangeable.
 //! - [`cassandra`]: the Cassandra store (schema, prepared statements, lazy connection).
 //! - [`embedded`]: the embedded store of the all-in-one process (a `redb` file).
+//! - [`paging`]: every row of a paged CQL statement, page by page (also used by the benchmarks).
 //!
 //! [`app`] is the HTTP surface over any store; [`build`] binds and wires; the `base` binary is a thin shell around it, and
 //! tests start it in-process on port 0.
@@ -15,6 +16,7 @@
 pub mod cassandra;
 pub mod config;
 pub mod embedded;
+pub mod paging;
 pub mod routes;
 pub mod store;
 

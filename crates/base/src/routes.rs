@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use kubescaler_core::model::{Profile, ProfileBody, User, UserBody};
 use kubescaler_core::{ProfileId, UserId, codes};
-use kubescaler_server::error::ApiPath;
+use kubescaler_server::error::{Api, ApiPath};
 use kubescaler_server::host_name;
 use kubescaler_server::{ApiError, ApiJson};
 
@@ -80,7 +80,7 @@ async fn create_user(State(db): Db, ApiJson(body): ApiJson<UserBody>) -> ApiResu
 }
 
 #[tracing::instrument(skip(db))]
-async fn get_user(State(db): Db, ApiPath(id): ApiPath<UserId>) -> ApiResult<ApiJson<User>> {
+async fn get_user(State(db): Db, Api(Path(id)): ApiPath<UserId>) -> ApiResult<ApiJson<User>> {
     db.get_user(id).await?.map(ApiJson).ok_or_else(|| no_user(id))
 }
 
@@ -89,7 +89,7 @@ async fn get_user(State(db): Db, ApiPath(id): ApiPath<UserId>) -> ApiResult<ApiJ
 #[tracing::instrument(skip(db, body))]
 async fn replace_user(
     State(db): Db,
-    ApiPath(id): ApiPath<UserId>,
+    Api(Path(id)): ApiPath<UserId>,
     ApiJson(body): ApiJson<UserBody>,
 ) -> ApiResult<ApiJson<User>> {
     same_id(id, body.id)?;
@@ -98,7 +98,7 @@ async fn replace_user(
 }
 
 #[tracing::instrument(skip(db))]
-async fn delete_user(State(db): Db, ApiPath(id): ApiPath<UserId>) -> ApiResult<StatusCode> {
+async fn delete_user(State(db): Db, Api(Path(id)): ApiPath<UserId>) -> ApiResult<StatusCode> {
     db.delete_user(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -126,7 +126,7 @@ async fn create_profile(State(db): Db, ApiJson(body): ApiJson<ProfileBody>) -> A
 }
 
 #[tracing::instrument(skip(db))]
-async fn get_profile(State(db): Db, ApiPath(id): ApiPath<ProfileId>) -> ApiResult<ApiJson<Profile>> {
+async fn get_profile(State(db): Db, Api(Path(id)): ApiPath<ProfileId>) -> ApiResult<ApiJson<Profile>> {
     db.get_profile(id).await?.map(ApiJson).ok_or_else(|| no_profile(id))
 }
 
@@ -134,7 +134,7 @@ async fn get_profile(State(db): Db, ApiPath(id): ApiPath<ProfileId>) -> ApiResul
 #[tracing::instrument(skip(db, body))]
 async fn replace_profile(
     State(db): Db,
-    ApiPath(id): ApiPath<ProfileId>,
+    Api(Path(id)): ApiPath<ProfileId>,
     ApiJson(body): ApiJson<ProfileBody>,
 ) -> ApiResult<ApiJson<Profile>> {
     same_id(id, body.id)?;
@@ -143,7 +143,7 @@ async fn replace_profile(
 }
 
 #[tracing::instrument(skip(db))]
-async fn delete_profile(State(db): Db, ApiPath(id): ApiPath<ProfileId>) -> ApiResult<StatusCode> {
+async fn delete_profile(State(db): Db, Api(Path(id)): ApiPath<ProfileId>) -> ApiResult<StatusCode> {
     db.delete_profile(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -155,14 +155,20 @@ async fn delete_all_profiles(State(db): Db) -> ApiResult<StatusCode> {
 }
 
 #[tracing::instrument(skip(db))]
-async fn profiles_of_user(State(db): Db, ApiPath(user): ApiPath<UserId>) -> ApiResult<ApiJson<Vec<Profile>>> {
+async fn profiles_of_user(
+    State(db): Db,
+    Api(Path(user)): ApiPath<UserId>,
+) -> ApiResult<ApiJson<Vec<Profile>>> {
     Ok(ApiJson(db.profiles_of_user(user).await?))
 }
 
 /// 204 when the user is in the profile; 404 (saying which) when it is not or there is no such
 /// profile. stream asks this before it takes a lock.
 #[tracing::instrument(skip(db))]
-async fn is_bound(State(db): Db, ApiPath((id, user)): ApiPath<(ProfileId, UserId)>) -> ApiResult<StatusCode> {
+async fn is_bound(
+    State(db): Db,
+    Api(Path((id, user))): ApiPath<(ProfileId, UserId)>,
+) -> ApiResult<StatusCode> {
     let profile = db.get_profile(id).await?.ok_or_else(|| no_profile(id))?;
     if profile.users.contains(user) {
         Ok(StatusCode::NO_CONTENT)

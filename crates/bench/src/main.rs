@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,11 +11,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
+use kubescaler_base::paging;
 use kubescaler_core::duration;
-use kubescaler_core::{ProfileId, UserId, keys};
+use kubescaler_core::{ProfileId, UserId, keys, pairs};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::response::PagingState;
 use uuid::Uuid;
 
 mod streaming;
@@ -182,10 +181,8 @@ async fn main() -> anyhow::Result<()> {
             let pairs = match (raw, pairs) {
                 (true, _) => None,
                 (false, Some(path)) => Some(
-                    std::fs::read_to_string(&path)?
-                        .lines()
-                        .filter_map(|l| l.split_once(' ').map(|(u, p)| (u.to_owned(), p.to_owned())))
-                        .collect(),
+                    pairs::parse(&std::fs::read_to_string(&path)?)
+                        .with_context(|| format!("reading {}", path.display()))?,
                 ),
                 (false, None) => bail!("--pairs is needed unless --raw"),
             };
@@ -233,18 +230,12 @@ async fn count_rows(
     user: Uuid,
 ) -> anyhow::Result<usize> {
     let mut n = 0;
-    let mut paging = PagingState::start();
-    loop {
-        let (result, next) = session.execute_single_page(statement, (user,), paging).await?;
-        for row in result.into_rows_result()?.rows::<(Uuid, Option<BTreeSet<Uuid>>)>()? {
-            row?;
-            n += 1;
-        }
-        match next.into_paging_control_flow() {
-            ControlFlow::Continue(state) => paging = state,
-            ControlFlow::Break(()) => return Ok(n),
-        }
-    }
+    paging::for_each_row(session, statement, (user,), |_: (Uuid, Option<BTreeSet<Uuid>>)| {
+        n += 1;
+        anyhow::Ok(())
+    })
+    .await?;
+    Ok(n)
 }
 
 /// Profiles in the JSON array the URL answers (or 0 for any other 2xx body).

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use kubescaler_core::{ProfileId, UserId};
 use kubescaler_redis::RedisArgs;
+use kubescaler_sse::message;
 use kubescaler_stream::locks::{PairLocks, RedisLocks};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
@@ -55,7 +56,7 @@ struct ClientStats {
 pub struct SseLoad {
     pub addr: SocketAddr,
     /// `None`: raw TCP (the baseline server), no HTTP request.
-    pub pairs: Option<Vec<(String, String)>>,
+    pub pairs: Option<Vec<(UserId, ProfileId)>>,
     pub clients: usize,
     pub warmup: Duration,
     pub duration: Duration,
@@ -127,7 +128,7 @@ async fn client(
     let mut stream = socket.connect(load.addr).await.context("connect")?;
     let opened = Instant::now();
     if let Some(pairs) = &load.pairs {
-        let (user, profile) = &pairs[i % pairs.len()];
+        let (user, profile) = pairs[i % pairs.len()];
         let request = format!(
             "GET /stream/{user}/{profile} HTTP/1.1\r\nhost: bench\r\naccept: text/event-stream, application/json\r\n\r\n"
         );
@@ -138,7 +139,10 @@ async fn client(
     let mut stats = ClientStats::default();
     let mut buffer = vec![0u8; 64 * 1024];
     let mut head = load.pairs.is_none();
-    let mut tail: Vec<u8> = Vec::new();
+    // The bytes come off a bare socket, HTTP framing included, which the SSE parser reads
+    // through. It reads until the first message, and all along for slow readers, to tell how
+    // old the newest message read is; otherwise the bytes are only counted.
+    let mut events = kubescaler_sse::Parser::new();
     let mut read_total = 0u64;
     let mut newest_timestamp: Option<SystemTime> = None;
     while Instant::now() < end {
@@ -170,37 +174,35 @@ async fn client(
         } else if load.pairs.is_none() {
             stats.status_ok = true;
         }
-        if stats.first_event.is_none() && contains(chunk, if load.pairs.is_some() { b"id: " } else { b"" }) {
-            stats.first_event = Some(opened.elapsed());
-            permit.take();
+        if load.pairs.is_none() {
+            // The baseline server sends bare frames: the first bytes are the first event.
+            if stats.first_event.is_none() {
+                stats.first_event = Some(opened.elapsed());
+                permit.take();
+            }
+        } else if stats.first_event.is_none() || load.read_rate.is_some() {
+            events.push(chunk);
+            while let Some(event) = events.next_event() {
+                if !event.is_message() {
+                    continue;
+                }
+                if stats.first_event.is_none() {
+                    stats.first_event = Some(opened.elapsed());
+                    permit.take();
+                }
+                if let Some(ts) =
+                    message::timestamp(&event.data).and_then(|ts| humantime::parse_rfc3339(ts).ok())
+                {
+                    newest_timestamp = Some(ts);
+                }
+            }
         }
         if Instant::now() >= measure_from {
             stats.bytes_measured += n as u64;
         }
-        if load.read_rate.is_some() {
-            // Keep the newest complete timestamp seen, to report how old what we read is.
-            tail.extend_from_slice(chunk);
-            if let Some(ts) = last_timestamp(&tail) {
-                newest_timestamp = Some(ts);
-            }
-            if tail.len() > 64 * 1024 {
-                tail.drain(..tail.len() - 1024);
-            }
-        }
     }
     stats.newest_age = newest_timestamp.and_then(|ts| SystemTime::now().duration_since(ts).ok());
     Ok(stats)
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn last_timestamp(text: &[u8]) -> Option<SystemTime> {
-    let key = b"\"timestamp\":\"";
-    let at = text.windows(key.len()).rposition(|w| w == key)? + key.len();
-    let end = text[at..].iter().position(|b| *b == b'"')? + at;
-    humantime::parse_rfc3339(std::str::from_utf8(&text[at..end]).ok()?).ok()
 }
 
 /// How the raw fan-out server shares its frames between connections.

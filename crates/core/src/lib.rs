@@ -7,11 +7,13 @@
 //!   side that reads them.
 //! - [`keys`]: the Redis key schema, shared by stream (writer) and main (reader).
 //! - [`duration`]: the syntax of every duration setting (`10s`, `250ms`).
+//! - [`pairs`]: files of `user profile` lines, as the load tools read them.
 
 pub mod codes;
 pub mod duration;
 pub mod ids;
 pub mod keys;
 pub mod model;
+pub mod pairs;
 
 pub use ids::{IdError, ProfileId, UserId};

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
-use kubescaler_core::duration;
+use kubescaler_core::model::Profile;
+use kubescaler_core::{ProfileId, UserId, duration, pairs};
+use kubescaler_sse::{Event, message};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -136,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
     let tasks: Vec<_> = (0..args.streams)
         .map(|i| {
             let (http, url, counters, stop) = (http.clone(), url.clone(), counters.clone(), stop.clone());
-            let (user, profile) = pairs[i % pairs.len()].clone();
+            let (user, profile) = pairs[i % pairs.len()];
             let delay = Duration::from_secs_f64(i as f64 / args.ramp.max(0.001));
             let read_rate = args.read_rate;
             tokio::spawn(async move {
@@ -271,16 +273,12 @@ async fn load_pairs(
     http: &reqwest::Client,
     url: &str,
     file: Option<&PathBuf>,
-) -> anyhow::Result<Vec<(String, String)>> {
+) -> anyhow::Result<Vec<(UserId, ProfileId)>> {
     if let Some(file) = file {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        return Ok(text
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(u, p)| (u.to_owned(), p.to_owned()))
-            .collect());
+        return pairs::parse(&text).with_context(|| format!("reading {}", file.display()));
     }
-    let profiles: serde_json::Value = http
+    let profiles: Vec<Profile> = http
         .get(format!("{url}/main/profiles"))
         .send()
         .await
@@ -288,14 +286,7 @@ async fn load_pairs(
         .with_context(|| format!("GET {url}/main/profiles"))?
         .json()
         .await?;
-    let mut pairs = Vec::new();
-    for profile in profiles.as_array().into_iter().flatten() {
-        let id = profile["id"].as_str().unwrap_or_default();
-        for user in profile["users"].as_array().into_iter().flatten().filter_map(|u| u.as_str()) {
-            pairs.push((user.to_owned(), id.to_owned()));
-        }
-    }
-    Ok(pairs)
+    Ok(profiles.iter().flat_map(|profile| profile.users.iter().map(|user| (user, profile.id))).collect())
 }
 
 async fn stop_on_signal(stop: CancellationToken) {
@@ -424,7 +415,7 @@ async fn read(
 ) -> Ended {
     let opened = Instant::now();
     let mut body = response.bytes_stream();
-    let mut buffer = String::new();
+    let mut events = kubescaler_sse::Parser::new();
     let mut last_seq: Option<u64> = None;
     let mut total = 0u64;
     let mut host: Option<String> = None;
@@ -434,22 +425,19 @@ async fn read(
         };
         total += chunk.len() as u64;
         counters.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(at) = buffer.find("\n\n") {
-            let event: String = buffer.drain(..at + 2).collect();
-            if let Some(name) = event.lines().find_map(|l| l.strip_prefix("event: ")) {
-                return Ended { event: Some(name.to_owned()), host, retry: retry_of(&event) };
+        events.push(&chunk);
+        while let Some(event) = events.next_event() {
+            if let Some(name) = event.event.clone() {
+                return Ended { retry: retry_of(&event), event: Some(name), host };
             }
-            if let Some(seq) =
-                event.lines().find_map(|l| l.strip_prefix("id: ")).and_then(|s| s.parse::<u64>().ok())
-            {
+            if let Some(seq) = event.seq() {
                 counters.messages.fetch_add(1, Ordering::Relaxed);
                 if let Some(last) = last_seq {
                     counters.gaps.fetch_add(seq.saturating_sub(last + 1), Ordering::Relaxed);
                 }
                 last_seq = Some(seq);
                 if host.is_none() {
-                    let here = host_of(&event).unwrap_or_default();
+                    let here = message::host(&event.data).unwrap_or_default();
                     counters.host_opened(&here);
                     if let Some(Leaving { from, why, since }) = leaving.take() {
                         let ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -477,46 +465,37 @@ async fn read(
 
 /// When a final event asks its client to come back: its data's `reconnect_after_ms`, else its
 /// `retry:` field.
-fn retry_of(event: &str) -> Option<Duration> {
-    event
-        .lines()
-        .find_map(|l| l.strip_prefix("data: "))
-        .and_then(|data| serde_json::from_str::<serde_json::Value>(data).ok())
+fn retry_of(event: &Event) -> Option<Duration> {
+    serde_json::from_str::<serde_json::Value>(&event.data)
+        .ok()
         .and_then(|data| data["reconnect_after_ms"].as_u64())
-        .or_else(|| event.lines().find_map(|l| l.strip_prefix("retry: ")?.parse().ok()))
         .map(Duration::from_millis)
-}
-
-/// The `host` of a message event: its data is `{"host":"…",…}`, and only the host is decoded
-/// (the rest is tens of kilobytes of random data).
-fn host_of(event: &str) -> Option<String> {
-    let data = event.lines().find_map(|l| l.strip_prefix("data: "))?;
-    let rest = data.strip_prefix("{\"host\":")?;
-    serde_json::Deserializer::from_str(rest).into_iter::<String>().next()?.ok()
+        .or(event.retry)
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use super::{host_of, retry_of};
+    use kubescaler_sse::{Event, Parser};
+
+    use super::retry_of;
+
+    fn event(text: &str) -> Event {
+        let mut parser = Parser::new();
+        parser.push(text.as_bytes());
+        parser.next_event().unwrap()
+    }
 
     #[test]
     fn a_final_event_says_when_to_come_back() {
         let rebalance =
-            "retry: 250\nevent: rebalance\ndata: {\"reason\":\"busy\",\"reconnect_after_ms\":250}\n\n";
-        assert_eq!(retry_of(rebalance), Some(Duration::from_millis(250)));
-        let shutdown = "event: shutdown\ndata: {\"reason\":\"stopping\",\"reconnect_after_ms\":500}\n\n";
-        assert_eq!(retry_of(shutdown), Some(Duration::from_millis(500)));
-        assert_eq!(retry_of("retry: 300\nevent: x\ndata: {}\n\n"), Some(Duration::from_millis(300)));
-        assert_eq!(retry_of("event: lock-lost\ndata: {\"reason\":\"gone\"}\n\n"), None);
-    }
-
-    #[test]
-    fn the_host_is_read_from_a_message_without_decoding_the_rest() {
-        let event = "id: 7\ndata: {\"host\":\"stream-6d9f \\\"b\\\"\",\"timestamp\":\"1\",\"seq\":7,\"message\":\"xyz\"}\n\n";
-        assert_eq!(host_of(event).as_deref(), Some("stream-6d9f \"b\""));
-        assert_eq!(host_of("event: shutdown\ndata: {}\n\n"), None);
-        assert_eq!(host_of("id: 1\ndata: {\"seq\":1}\n\n"), None);
+            event("retry: 250\nevent: rebalance\ndata: {\"reason\":\"busy\",\"reconnect_after_ms\":250}\n\n");
+        assert_eq!(retry_of(&rebalance), Some(Duration::from_millis(250)));
+        let shutdown =
+            event("event: shutdown\ndata: {\"reason\":\"stopping\",\"reconnect_after_ms\":500}\n\n");
+        assert_eq!(retry_of(&shutdown), Some(Duration::from_millis(500)));
+        assert_eq!(retry_of(&event("retry: 300\nevent: x\ndata: {}\n\n")), Some(Duration::from_millis(300)));
+        assert_eq!(retry_of(&event("event: lock-lost\ndata: {\"reason\":\"gone\"}\n\n")), None);
     }
 }

@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{OriginalUri, Path, Request, State};
+use axum::extract::{OriginalUri, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get};
 use kubescaler_core::model::{Profile, User};
 use kubescaler_core::{ProfileId, UserId, codes};
-use kubescaler_server::error::{ApiPath, ApiQuery, method_not_allowed_for, no_route_for};
+use kubescaler_server::error::{Api, ApiPath, ApiQuery, method_not_allowed_for, no_route_for};
 use kubescaler_server::host_name;
 use kubescaler_server::{ApiError, ApiJson};
 use subtle::ConstantTimeEq;
@@ -125,7 +125,7 @@ async fn suggested(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<UserI
 #[tracing::instrument(skip(state))]
 async fn login(
     State(state): State<AppState>,
-    ApiPath(user): ApiPath<UserId>,
+    Api(Path(user)): ApiPath<UserId>,
 ) -> ApiResult<ApiJson<Vec<ProfileId>>> {
     let profiles = state.base.profiles_of_user(user).await?;
     let launched = state.launched.launched(user, &profiles).await?;
@@ -159,7 +159,7 @@ async fn testdata_progress(State(state): State<AppState>) -> ApiJson<Progress> {
 #[tracing::instrument(skip(state))]
 async fn start_testdata(
     State(state): State<AppState>,
-    ApiQuery(params): ApiQuery<Params>,
+    Api(Query(params)): ApiQuery<Params>,
 ) -> ApiResult<(StatusCode, ApiJson<Progress>)> {
     Ok((StatusCode::ACCEPTED, ApiJson(state.testdata.start(&params)?)))
 }

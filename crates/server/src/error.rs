@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Query, Request};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use kubescaler_core::codes;
@@ -202,52 +202,56 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
     }
 }
 
-/// `axum::extract::Path`, but a segment that does not parse (a malformed id) answers 400 with
-/// the parser's own message.
-#[derive(Debug, Clone, Copy)]
-pub struct ApiPath<T>(pub T);
+/// An axum extractor of the request's parts whose rejection answers as an [`ApiError`]: the
+/// one implementation behind [`ApiPath`] and [`ApiQuery`] (and any other extractor whose
+/// rejection converts into an `ApiError`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Api<E>(pub E);
 
-impl<S, T> FromRequestParts<S> for ApiPath<T>
+impl<S, E> FromRequestParts<S> for Api<E>
 where
-    T: DeserializeOwned + Send,
+    E: FromRequestParts<S>,
+    ApiError: From<E::Rejection>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(value)) => Ok(Self(value)),
-            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+        E::from_request_parts(parts, state).await.map(Self).map_err(ApiError::from)
+    }
+}
+
+/// `axum::extract::Path`, but a segment that does not parse (a malformed id) answers 400 with
+/// the parser's own message. Destructured as `Api(Path(id))`.
+pub type ApiPath<T> = Api<Path<T>>;
+
+/// `axum::extract::Query`, but a parameter that does not parse (or is unknown, for structs
+/// that deny unknown fields) answers 400 `invalid_parameter` naming it. Destructured as
+/// `Api(Query(params))`.
+pub type ApiQuery<T> = Api<Query<T>>;
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        match rejection {
+            PathRejection::FailedToDeserializePathParams(e) => {
                 let message = match e.into_kind() {
                     axum::extract::path::ErrorKind::Message(message) => message,
                     other => other.to_string(),
                 };
-                Err(ApiError::bad_request(codes::INVALID_ID, message))
+                ApiError::bad_request(codes::INVALID_ID, message)
             }
-            Err(other) => Err(ApiError::internal(other.body_text())),
+            other => ApiError::internal(other.body_text()),
         }
     }
 }
 
-/// `axum::extract::Query`, but a parameter that does not parse (or is unknown, for structs
-/// that deny unknown fields) answers 400 `invalid_parameter` naming it.
-#[derive(Debug, Clone, Copy)]
-pub struct ApiQuery<T>(pub T);
-
-impl<S, T> FromRequestParts<S> for ApiQuery<T>
-where
-    T: DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(ApiError::bad_request(codes::INVALID_PARAMETER, e.body_text()))
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        match rejection {
+            QueryRejection::FailedToDeserializeQueryString(e) => {
+                ApiError::bad_request(codes::INVALID_PARAMETER, e.body_text())
             }
-            Err(other) => Err(ApiError::bad_request(codes::INVALID_PARAMETER, other.body_text())),
+            other => ApiError::bad_request(codes::INVALID_PARAMETER, other.body_text()),
         }
     }
 }

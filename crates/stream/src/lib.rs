@@ -36,17 +36,27 @@ use tokio_util::sync::CancellationToken;
 
 use crate::locks::{PairLocks, RedisLocks};
 use crate::metrics::StreamMetrics;
-use crate::sessions::{Sessions, Settings};
+use crate::sessions::{Refresher, Sessions, Settings};
 
 pub use config::{Config, DEFAULT_PORT};
 
-/// The full HTTP surface of stream over any lock registry; also returns the refresher to run.
+/// stream over one lock registry: its HTTP surface, its open streams, and its refresher,
+/// already running, whose drain is the shutdown work of whatever serves the router.
+#[derive(Debug)]
+pub struct App {
+    pub router: Router,
+    pub sessions: Arc<Sessions>,
+    pub refresher: Refresher,
+}
+
+/// stream over any lock registry; the refresher starts here, so an instance never serves
+/// streams that nothing refreshes.
 pub fn app(
     config: &Config,
     locks: Arc<dyn PairLocks>,
     shutdown: CancellationToken,
     registry: Registry,
-) -> anyhow::Result<(Router, Arc<Sessions>)> {
+) -> anyhow::Result<App> {
     config.check()?;
     let base = BaseClient::new(&config.base)?;
     let metrics = StreamMetrics::new(&registry)?;
@@ -72,18 +82,17 @@ pub fn app(
         .with_probe(Ping::probe(locks.backend(), locks, |locks| locks.ping()))
         .with_probe(Ping::probe("base", Arc::new(base), |base| Box::pin(base.ready())));
     let api = routes::router(sessions.clone(), &config.hostname);
-    Ok((service_router(api, readiness, HttpMetrics::new(registry, "stream")?), sessions))
+    let router = service_router(api, readiness, HttpMetrics::new(registry, "stream")?);
+    let refresher = Refresher::spawn(sessions.clone());
+    Ok(App { router, sessions, refresher })
 }
 
 /// stream ready to serve; the refresher runs beside it and releases every lock on shutdown.
 pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
     let locks: Arc<dyn PairLocks> = Arc::new(RedisLocks::new(&config.redis)?);
-    let (router, sessions) = app(&config, locks, shutdown.clone(), Registry::new())?;
-    let refresher = tokio::spawn(sessions.refresh_until_shutdown());
+    let App { router, refresher, .. } = app(&config, locks, shutdown.clone(), Registry::new())?;
     Ok(Service::bind("stream", &config.common, config.port, router, shutdown)
         .await?
         .with_stream_buffers(config.stream_sndbuf)
-        .with_drain(async move {
-            let _ = refresher.await;
-        }))
+        .with_drain(refresher.drain()))
 }

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use kubescaler_core::{ProfileId, UserId, codes};
-use kubescaler_server::error::ApiPath;
+use kubescaler_server::error::{Api, ApiPath};
 use kubescaler_server::{ApiError, host_name};
 
 use crate::locks::AcquireError;
@@ -75,7 +75,7 @@ async fn open_stream(
     path: Result<ApiPath<(UserId, ProfileId)>, ApiError>,
 ) -> Response {
     let refusal: ApiError = match path {
-        Ok(ApiPath((user, profile))) => match sessions.open(user, profile).await {
+        Ok(Api(Path((user, profile)))) => match sessions.open(user, profile).await {
             Ok(stream) => return event_stream(Body::from_stream(stream.into_body())),
             Err(refusal) => refusal.into(),
         },
@@ -94,7 +94,7 @@ async fn open_stream(
 
 /// A HEAD describes the stream a GET would open, and opens none: the ids are checked, nothing
 /// is asked of base or Redis, no lock is taken (`get` alone would run the GET handler for it).
-async fn describe_stream(ApiPath(_): ApiPath<(UserId, ProfileId)>) -> Response {
+async fn describe_stream(Api(Path(_)): ApiPath<(UserId, ProfileId)>) -> Response {
     // A body of unknown length, like the stream's, so the head matches the GET's.
     event_stream(
         Body::from_stream(futures::stream::empty::<Result<bytes::Bytes, std::convert::Infallible>>()),
@@ -152,11 +152,11 @@ fn refused_in_sse(refusal: &ApiError, permanent_retry: Duration) -> Response {
 
 /// The page reads the pair from its own URL; the ids are checked here so a typo gets a clear
 /// 400 rather than a page that fails later.
-async fn agent(ApiPath((_user, _profile)): ApiPath<(UserId, ProfileId)>) -> impl IntoResponse {
+async fn agent(Api(Path((_user, _profile))): ApiPath<(UserId, ProfileId)>) -> impl IntoResponse {
     Html(pages::AGENT_HTML)
 }
 
-async fn agent_dir(ApiPath((_user, _profile)): ApiPath<(UserId, ProfileId)>) -> impl IntoResponse {
+async fn agent_dir(Api(Path((_user, _profile))): ApiPath<(UserId, ProfileId)>) -> impl IntoResponse {
     Html(pages::agent_html_dir())
 }
 

@@ -10,12 +10,33 @@ use futures::StreamExt;
 use kubescaler_base_client::Binding;
 use tokio::time::Instant;
 
+use tokio::task::JoinHandle;
+
 use super::{Drain, End, Held, LockLost, Sessions, lock};
 use crate::locks::{ExtendError, Lease, RegistryUnavailable};
 
 /// An instance's fleet entry outlives a missed publication or two; a dead instance's is
 /// forgotten after this many periods.
 const FLEET_ENTRY_PERIODS: u32 = 3;
+/// The instance's refresher task, spawned once with the instance. Its [`drain`](Self::drain)
+/// is the shutdown work the server awaits: it ends once every lock has been released.
+#[derive(Debug)]
+pub struct Refresher {
+    task: JoinHandle<()>,
+}
+
+impl Refresher {
+    /// Starts `sessions`' refresher; it runs until the instance's shutdown token fires.
+    pub fn spawn(sessions: Arc<Sessions>) -> Self {
+        Self { task: tokio::spawn(sessions.refresh_until_shutdown()) }
+    }
+
+    /// Waits for the refresher to finish its shutdown: every lock released.
+    pub async fn drain(self) {
+        let _ = self.task.await;
+    }
+}
+
 impl Sessions {
     /// The refresher: every `LOCK_REFRESH`, extend every held lock and marker and re-check
     /// every binding; end the streams that lost either. Beside it, the watchdog ends the streams

@@ -8,6 +8,7 @@ use futures::StreamExt;
 use kubescaler_base::cassandra::CassandraConfig;
 use kubescaler_base_client::BaseClientConfig;
 use kubescaler_redis::RedisArgs;
+use kubescaler_sse::Parser;
 pub use kubescaler_testkit::{
     Http, Nginx, RedisServer, Running, common_args, error_code, free_port, require_cassandra, require_redis,
 };
@@ -92,7 +93,7 @@ pub enum Read {
 pub struct Sse {
     pub headers: reqwest::header::HeaderMap,
     body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: Vec<u8>,
+    events: Parser,
 }
 
 impl Sse {
@@ -109,7 +110,7 @@ impl Sse {
             let body = response.json().await.unwrap_or(Value::Null);
             return Err((status, headers, body));
         }
-        Ok(Sse { headers, body: Box::pin(response.bytes_stream()), buffer: Vec::new() })
+        Ok(Sse { headers, body: Box::pin(response.bytes_stream()), events: Parser::new() })
     }
 
     /// The next event, or `None` when the stream ended (or nothing came within `within`).
@@ -124,28 +125,15 @@ impl Sse {
     pub async fn poll(&mut self, within: Duration) -> Read {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
-                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
-                let text = String::from_utf8(block).unwrap();
-                let mut event = Event { event: "message".into(), id: None, data: Value::Null };
-                let mut data = String::new();
-                for line in text.lines() {
-                    if let Some(v) = line.strip_prefix("event: ") {
-                        event.event = v.to_owned();
-                    } else if let Some(v) = line.strip_prefix("id: ") {
-                        event.id = v.parse().ok();
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data.push_str(v);
-                    }
+            while let Some(event) = self.events.next_event() {
+                if event.data.is_empty() {
+                    continue; // a retry hint
                 }
-                if data.is_empty() {
-                    continue; // a comment or a retry hint
-                }
-                event.data = serde_json::from_str(&data).unwrap();
-                return Read::Event(event);
+                let data = serde_json::from_str(&event.data).unwrap();
+                return Read::Event(Event { event: event.name().to_owned(), id: event.seq(), data });
             }
             match tokio::time::timeout_at(deadline, self.body.next()).await {
-                Ok(Some(Ok(chunk))) => self.buffer.extend_from_slice(&chunk),
+                Ok(Some(Ok(chunk))) => self.events.push(&chunk),
                 Ok(_) => return Read::Ended,
                 Err(_) => return Read::Quiet,
             }
@@ -204,7 +192,7 @@ pub async fn wait_metric(service: &Http, name: &str, value: f64, within: Duratio
 /// A stream read over a raw socket with a small receive buffer, at a chosen rate.
 pub struct SlowReader {
     socket: tokio::net::TcpStream,
-    text: String,
+    events: Parser,
     /// Every byte read from the socket so far, HTTP framing included.
     pub total: u64,
 }
@@ -219,14 +207,15 @@ impl SlowReader {
             "GET /stream/{user}/{profile} HTTP/1.1\r\nhost: stream\r\naccept: text/event-stream\r\n\r\n"
         );
         socket.write_all(request.as_bytes()).await.unwrap();
-        Self { socket, text: String::new(), total: 0 }
+        Self { socket, events: Parser::new(), total: 0 }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.socket.local_addr().unwrap()
     }
 
-    /// Reads at about `bytes_per_second` for `duration`; returns the `id`s seen, in order.
+    /// Reads at about `bytes_per_second` for `duration`; returns the `id`s seen, in order. The
+    /// bytes are the raw response, HTTP framing included, which the SSE parser reads through.
     pub async fn read(&mut self, bytes_per_second: usize, duration: Duration) -> Vec<u64> {
         use tokio::io::AsyncReadExt;
         let started = tokio::time::Instant::now();
@@ -240,14 +229,9 @@ impl SlowReader {
             };
             read += n;
             self.total += n as u64;
-            self.text.push_str(&String::from_utf8_lossy(&chunk[..n]));
-            while let Some(at) = self.text.find("id: ") {
-                let rest = &self.text[at + 4..];
-                let Some(end) = rest.find('\n') else { break };
-                if let Ok(seq) = rest[..end].trim().parse() {
-                    seqs.push(seq);
-                }
-                self.text.drain(..at + 4 + end);
+            self.events.push(&chunk[..n]);
+            while let Some(event) = self.events.next_event() {
+                seqs.extend(event.seq());
             }
             let due = Duration::from_secs_f64(read as f64 / bytes_per_second as f64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {

@@ -261,7 +261,7 @@ async fn a_lock_taken_as_the_shutdown_starts_is_given_back_at_once() {
         inner: RedisLocks::new(&config.redis).unwrap(),
         shutdown: shutdown.clone(),
     });
-    let (_router, sessions) =
+    let kubescaler_stream::App { sessions, .. } =
         kubescaler_stream::app(&config, locks, shutdown, prometheus::Registry::new()).unwrap();
     let (user, profile) = pair(&base).await;
     let (user, profile) = (UserId::parse(&user).unwrap(), ProfileId::parse(&profile).unwrap());
@@ -292,9 +292,8 @@ async fn the_gauge_returns_to_zero_as_the_instance_shuts_down() {
     let shutdown = CancellationToken::new();
     let registry = prometheus::Registry::new();
     let locks = Arc::new(RedisLocks::new(&config.redis).unwrap());
-    let (_router, sessions) =
+    let kubescaler_stream::App { sessions, refresher, .. } =
         kubescaler_stream::app(&config, locks, shutdown.clone(), registry.clone()).unwrap();
-    let refresher = tokio::spawn(sessions.clone().refresh_until_shutdown());
     let mut bodies = Vec::new();
     let mut pairs = Vec::new();
     for _ in 0..3 {
@@ -318,7 +317,7 @@ async fn the_gauge_returns_to_zero_as_the_instance_shuts_down() {
     }
     drop(bodies);
     assert_eq!(gauge(&registry, "kubescaler_stream_active_connections"), 0.0);
-    tokio::time::timeout(Duration::from_secs(2), refresher).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(2), refresher.drain()).await.unwrap();
     let other = RedisLocks::new(&config.redis).unwrap();
     for (user, profile) in pairs {
         other.acquire(user, profile, TTL).await.expect("released by the shutdown");

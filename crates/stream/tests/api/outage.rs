@@ -161,9 +161,8 @@ async fn extensions_that_never_answer_end_the_stream_before_its_lock_expires() {
     let config = stream_config(&base, vec![redis.url()]);
     let shutdown = CancellationToken::new();
     let locks = Arc::new(SilentExtensions(RedisLocks::new(&config.redis).unwrap()));
-    let (router, sessions) =
+    let kubescaler_stream::App { router, refresher, .. } =
         kubescaler_stream::app(&config, locks, shutdown.clone(), prometheus::Registry::new()).unwrap();
-    let refresher = tokio::spawn(sessions.refresh_until_shutdown());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = Http::new(listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
@@ -180,5 +179,5 @@ async fn extensions_that_never_answer_end_the_stream_before_its_lock_expires() {
     assert!(messages > 10, "{messages} messages");
     shutdown.cancel();
     server.abort();
-    let _ = tokio::time::timeout(Duration::from_secs(5), refresher).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), refresher.drain()).await;
 }

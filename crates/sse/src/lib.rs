@@ -1,0 +1,184 @@
+//! Server-sent events as kubescaler's clients read them — `loadgen`, `kubescaler-bench` and the
+//! stream tests — so that they agree with each other, and with a browser's `EventSource`, on
+//! what an event is.
+//!
+//! - [`Parser`]: bytes in, as they come off the connection; complete [`Event`]s out.
+//! - [`message`]: the fields of stream's messages a client needs (its `host`, its
+//!   `timestamp`) without decoding the tens of kilobytes of data that follow them.
+
+pub mod message;
+
+use std::time::Duration;
+
+/// One event: the fields of the lines before a blank line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Event {
+    /// `event:`; absent for a plain message.
+    pub event: Option<String>,
+    /// `id:`; stream's messages carry their sequence number there.
+    pub id: Option<String>,
+    /// Every `data:` line, joined with newlines; empty when there was none.
+    pub data: String,
+    /// `retry:`, the time an `EventSource` waits before it reconnects.
+    pub retry: Option<Duration>,
+}
+
+impl Event {
+    /// The event's type as an `EventSource` dispatches it: `message` unless named.
+    pub fn name(&self) -> &str {
+        self.event.as_deref().unwrap_or("message")
+    }
+
+    /// The `id` as a number: stream's sequence number, whose gaps are skipped messages.
+    pub fn seq(&self) -> Option<u64> {
+        self.id.as_deref()?.parse().ok()
+    }
+
+    /// Whether the event is a message (no `event:` name) that carries data.
+    pub fn is_message(&self) -> bool {
+        self.event.is_none() && !self.data.is_empty()
+    }
+}
+
+/// Reads events out of a byte stream fed in pieces of any size.
+///
+/// It follows the SSE rules: lines end with LF, CRLF or CR; a blank line ends an event;
+/// `:` starts a comment; one space after a field's colon is dropped; a field it does not know
+/// is ignored. So it reads a raw HTTP/1.1 response too (a client on a bare socket): the head
+/// and the chunk-size lines are lines of unknown fields and change nothing.
+#[derive(Debug, Default)]
+pub struct Parser {
+    buffer: Vec<u8>,
+    /// Where the search for the next line end resumes: the bytes before it hold none.
+    scanned: usize,
+    /// The event being read: the lines since the last blank one.
+    pending: Event,
+    /// Fields of `pending` read so far, and how many of them were `data:` lines.
+    fields: usize,
+    data_lines: usize,
+}
+
+impl Parser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends bytes read from the connection.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The next complete event, or `None` until more bytes arrive. Blocks with no field (a
+    /// comment, the blank lines of an HTTP head) are skipped.
+    pub fn next_event(&mut self) -> Option<Event> {
+        loop {
+            let (line_end, next) = self.next_line_end()?;
+            let line = String::from_utf8_lossy(&self.buffer[..line_end]).into_owned();
+            self.buffer.drain(..next);
+            self.scanned = 0;
+            if line.is_empty() {
+                let event = std::mem::take(&mut self.pending);
+                self.data_lines = 0;
+                if std::mem::take(&mut self.fields) > 0 {
+                    return Some(event);
+                }
+                continue;
+            }
+            self.field(&line);
+        }
+    }
+
+    /// Where the first line in the buffer ends, and where the next one starts. A CR at the very
+    /// end of the buffer waits for the next byte, which may be its LF.
+    fn next_line_end(&mut self) -> Option<(usize, usize)> {
+        let at = self.buffer[self.scanned..].iter().position(|b| matches!(b, b'\n' | b'\r'));
+        let Some(at) = at.map(|at| at + self.scanned) else {
+            self.scanned = self.buffer.len();
+            return None;
+        };
+        match (self.buffer[at], self.buffer.get(at + 1)) {
+            (b'\r', Some(b'\n')) => Some((at, at + 2)),
+            (b'\r', None) => {
+                self.scanned = at;
+                None
+            }
+            _ => Some((at, at + 1)),
+        }
+    }
+
+    fn field(&mut self, line: &str) {
+        if line.starts_with(':') {
+            return;
+        }
+        let (name, value) = match line.split_once(':') {
+            Some((name, value)) => (name, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        let event = &mut self.pending;
+        match name {
+            "event" => event.event = Some(value.to_owned()),
+            "id" => event.id = Some(value.to_owned()),
+            "data" => {
+                if self.data_lines > 0 {
+                    event.data.push('\n');
+                }
+                event.data.push_str(value);
+                self.data_lines += 1;
+            }
+            "retry" => event.retry = value.parse().ok().map(Duration::from_millis),
+            _ => return,
+        }
+        self.fields += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(chunks: &[&[u8]]) -> Vec<Event> {
+        let mut parser = Parser::new();
+        let mut events = Vec::new();
+        for chunk in chunks {
+            parser.push(chunk);
+            while let Some(event) = parser.next_event() {
+                events.push(event);
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn messages_and_named_events_whatever_the_pieces() {
+        let stream: &[u8] =
+            b"retry: 500\n: stream open\n\nid: 7\ndata: {\"seq\":7}\n\nevent: shutdown\ndata: {}\n\n";
+        let whole = events(&[stream]);
+        let bytewise = events(&stream.chunks(1).collect::<Vec<_>>());
+        assert_eq!(whole, bytewise, "split anywhere, read alike");
+        assert_eq!(whole.len(), 3);
+        assert_eq!(whole[0].retry, Some(Duration::from_millis(500)));
+        assert!(!whole[0].is_message(), "a retry hint is not a message");
+        assert_eq!(
+            (whole[1].name(), whole[1].seq(), whole[1].data.as_str()),
+            ("message", Some(7), "{\"seq\":7}")
+        );
+        assert!(whole[1].is_message());
+        assert_eq!((whole[2].name(), whole[2].data.as_str()), ("shutdown", "{}"));
+    }
+
+    #[test]
+    fn data_lines_join_and_line_ends_vary() {
+        let got = events(&[b"data:a\r\ndata: b\rdata\n\r", b"\n"]);
+        assert_eq!(got, vec![Event { data: "a\nb\n".into(), ..Event::default() }]);
+    }
+
+    #[test]
+    fn a_raw_chunked_http_response_reads_as_its_events() {
+        let response: &[u8] =
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n\
+            1c\r\nretry: 500\n: stream open\n\n\r\n11\r\nid: 1\ndata: {}\n\n\r\n";
+        let got = events(&[response]);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!((got[1].seq(), got[1].data.as_str()), (Some(1), "{}"));
+    }
+}

@@ -35,6 +35,16 @@ use tower::ServiceExt;
 /// brings them back.
 pub const DEFAULT_LOG_FILTER: &str = "info,tower_http=warn";
 
+/// How often the banner's wait asks whether the front door answers, and how many times: the
+/// port is bound before serving starts, so it answers within milliseconds; five seconds at most.
+const SERVING_POLL: Duration = Duration::from_millis(50);
+const SERVING_POLLS: u32 = 100;
+/// How long the demo waits for a real Cassandra to connect (it takes seconds), asking this often.
+const STORE_WAIT: Duration = Duration::from_secs(60);
+const STORE_POLL: Duration = Duration::from_millis(100);
+/// How often the demo asks whether its test data are made (a few hundred requests to base).
+const DEMO_POLL: Duration = Duration::from_millis(100);
+
 /// The front door's own settings, and the choice of backends.
 #[derive(Debug, Clone, Args)]
 pub struct Options {
@@ -341,7 +351,7 @@ async fn banner(url: &str, demo: Option<Arc<dyn Store>>) -> String {
     wait_serving(&http, url).await;
     let link = if let Some(store) = demo {
         // A real Cassandra takes a moment to connect to; the demo data would fail before.
-        wait_store(&*store, Duration::from_secs(60)).await;
+        wait_store(&*store, STORE_WAIT).await;
         match demo_data(&http, url).await {
             Ok(created) => {
                 text.push_str(if created {
@@ -371,11 +381,11 @@ async fn banner(url: &str, demo: Option<Arc<dyn Store>>) -> String {
 
 /// Returns once the front door answers: its listener is bound before serving starts.
 async fn wait_serving(http: &reqwest::Client, url: &str) {
-    for _ in 0..100 {
+    for _ in 0..SERVING_POLLS {
         if http.get(format!("{url}/livez")).send().await.is_ok() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(SERVING_POLL).await;
     }
 }
 
@@ -384,7 +394,7 @@ async fn wait_serving(http: &reqwest::Client, url: &str) {
 async fn wait_store(store: &dyn Store, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     while store.ping().await.is_err() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(STORE_POLL).await;
     }
 }
 
@@ -403,7 +413,7 @@ async fn demo_data(http: &reqwest::Client, url: &str) -> anyhow::Result<bool> {
         let progress: serde_json::Value =
             http.get(format!("{url}/main/testdata")).send().await?.json().await?;
         match progress["state"].as_str() {
-            Some("running") => tokio::time::sleep(Duration::from_millis(100)).await,
+            Some("running") => tokio::time::sleep(DEMO_POLL).await,
             Some("done") => return Ok(true),
             _ => anyhow::bail!("test data generation ended {progress}"),
         }

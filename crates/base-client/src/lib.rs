@@ -18,6 +18,19 @@ use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// The first retry's pause; each next one doubles it (100 ms, 200 ms, …): a restarting pod or
+/// a rolling update is back within a few hundred milliseconds, and a real outage is not
+/// hammered.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long an idle pooled connection to base is kept: a minute spans the gaps of a quiet
+/// instance's traffic, and stays below the idle timeouts of proxies and kube-proxy's conntrack
+/// entries, so a kept connection is not one the network has silently dropped.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// At most this much of an answer base sent without its JSON error goes into the message.
+const UPSTREAM_TEXT_CHARS: usize = 200;
+
 /// The settings' defaults: one definition for the flags and for [`BaseClientConfig::new`].
 pub mod defaults {
     use std::sync::LazyLock;
@@ -153,7 +166,7 @@ impl BaseClient {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true)
             .build()?;
         Ok(Self { http, url: config.url.clone(), retries: config.retries })
@@ -251,7 +264,7 @@ impl BaseClient {
             match result {
                 Err(e) if idempotent && attempt < self.retries && e.is_retryable() => {
                     attempt += 1;
-                    let backoff = Duration::from_millis(100 * 2u64.pow(attempt - 1));
+                    let backoff = RETRY_BACKOFF * 2u32.pow(attempt - 1);
                     tracing::debug!(error = %e, %method, path, attempt, ?backoff, "retrying base request");
                     tokio::time::sleep(backoff).await;
                 }
@@ -290,7 +303,7 @@ async fn check(response: reqwest::Response) -> Result<bytes::Bytes, BaseError> {
         Err(_) => BaseError::Upstream {
             status,
             code: codes::UPSTREAM_ERROR.into(),
-            message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+            message: String::from_utf8_lossy(&bytes).chars().take(UPSTREAM_TEXT_CHARS).collect(),
         },
     })
 }

@@ -27,12 +27,18 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
-use crate::paging::{self, ReadError};
+use crate::paging::{self, PAGE_SIZE, ReadError};
 use crate::store::{Store, StoreError, StoreResult};
 
 const BACKEND: &str = "cassandra";
-/// Rows per page when reading whole tables or index results: bounded memory per round trip.
-const PAGE_SIZE: i32 = 1000;
+/// The pause after the first failed connection attempt, doubled after each next one up to
+/// [`CONNECT_BACKOFF_MAX`]: a node that is starting answers within seconds, and a node that is
+/// down is not asked more than every couple of seconds.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(200);
+const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often [`CassandraStore::wait_connected`] looks: fine-grained beside a connection's
+/// seconds, and a cheap look (a flag).
+const CONNECTED_POLL: Duration = Duration::from_millis(50);
 
 /// The settings' defaults: one definition for the flags and for [`CassandraConfig::new`].
 pub mod defaults {
@@ -189,7 +195,7 @@ impl CassandraStore {
     pub async fn wait_connected(&self, timeout: Duration) -> StoreResult<()> {
         let poll = async {
             while !self.shared.connected.initialized() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(CONNECTED_POLL).await;
             }
         };
         tokio::time::timeout(timeout, poll).await.map_err(|_| self.not_connected())
@@ -206,7 +212,7 @@ impl CassandraStore {
 }
 
 async fn connect_until_done(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = CONNECT_BACKOFF;
     loop {
         let attempt = tokio::select! {
             () = stop.cancelled() => return,
@@ -229,7 +235,7 @@ async fn connect_until_done(shared: Arc<Shared>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff = (backoff * 2).min(CONNECT_BACKOFF_MAX);
     }
 }
 

@@ -14,6 +14,10 @@ use scylla::response::PagingState;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
 
+/// Rows per page when reading whole tables or index results: bounded memory per round trip, and
+/// a page large enough that a user's profiles (tens) come in one.
+pub const PAGE_SIZE: i32 = 1000;
+
 /// Why the rows could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

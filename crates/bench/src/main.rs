@@ -20,6 +20,19 @@ use uuid::Uuid;
 
 mod streaming;
 
+/// Inserts in flight at once when seeding: enough to keep one Cassandra node busy, few enough
+/// not to time out on it.
+pub(crate) const SEED_IN_FLIGHT: usize = 128;
+/// Launched markers written by `seed-login` outlive any measurement run.
+const MARKER_TTL_SECS: u64 = 3600;
+
+/// Latencies in microseconds, from 1 µs to a minute, to three significant digits.
+fn latency_histogram() -> Result<Histogram<u64>, hdrhistogram::CreationError> {
+    const MAX_MICROS: u64 = 60_000_000;
+    const SIGNIFICANT_DIGITS: u8 = 3;
+    Histogram::new_with_bounds(1, MAX_MICROS, SIGNIFICANT_DIGITS)
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "kubescaler-bench", about = "Load and measurement for kubescaler's benchmark scripts")]
 struct Cli {
@@ -153,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
             let mut statement = session
                 .prepare(format!("SELECT id, users FROM {}.profile WHERE users CONTAINS ?", cql.keyspace))
                 .await?;
-            statement.set_page_size(1000);
+            statement.set_page_size(paging::PAGE_SIZE);
             let expected = count_rows(&session, &statement, user).await?;
             run(&load, expected, move || {
                 let (session, statement) = (session.clone(), statement.clone());
@@ -268,7 +281,7 @@ async fn seed_login(base_url: &str, redis_url: &str, profiles: usize, launched: 
                 .arg(keys::launched(user_id, profile_id))
                 .arg("1")
                 .arg("EX")
-                .arg(3600)
+                .arg(MARKER_TTL_SECS)
                 .query_async(&mut redis)
                 .await?;
         }
@@ -294,7 +307,7 @@ async fn seed(cql: &CqlArgs, profiles: usize, user: Uuid, holding: usize) -> any
                 session.execute_unpaged(&insert, (Uuid::new_v4(), users)).await
             }
         })
-        .buffer_unordered(128)
+        .buffer_unordered(SEED_IN_FLIGHT)
         .collect::<Vec<_>>()
         .await;
     let failed = results.iter().filter(|r| r.is_err()).count();
@@ -322,7 +335,7 @@ where
     let workers = (0..load.concurrency).map(|_| {
         let op = op.clone();
         tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut hist = latency_histogram()?;
             loop {
                 let t0 = Instant::now();
                 if t0 >= end {
@@ -338,7 +351,7 @@ where
             }
         })
     });
-    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut total = latency_histogram()?;
     for worker in futures::future::join_all(workers).await {
         total.add(worker??)?;
     }

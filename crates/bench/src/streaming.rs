@@ -33,7 +33,7 @@ pub async fn seed_pairs(
             let insert = &insert;
             async move { session.execute_unpaged(insert, (*profile, users)).await }
         })
-        .buffer_unordered(128)
+        .buffer_unordered(crate::SEED_IN_FLIGHT)
         .collect::<Vec<_>>()
         .await;
     anyhow::ensure!(results.iter().all(Result::is_ok), "some inserts failed");
@@ -42,6 +42,9 @@ pub async fn seed_pairs(
     }
     Ok(())
 }
+
+/// What a client reads at once when it reads as fast as it can.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// What one client saw.
 #[derive(Debug, Default, Clone)]
@@ -137,7 +140,7 @@ async fn client(
     // Held until the first event: `connect_concurrency` bounds streams being opened at once.
     let mut permit = Some(permit);
     let mut stats = ClientStats::default();
-    let mut buffer = vec![0u8; 64 * 1024];
+    let mut buffer = vec![0u8; READ_BUFFER];
     let mut head = load.pairs.is_none();
     // The bytes come off a bare socket, HTTP framing included, which the SSE parser reads
     // through. It reads until the first message, and all along for slow readers, to tell how

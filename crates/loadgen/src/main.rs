@@ -25,6 +25,15 @@ use kubescaler_core::{ProfileId, UserId, duration, pairs};
 use kubescaler_sse::{Event, message};
 use tokio_util::sync::CancellationToken;
 
+/// Time to open a connection through the public URL: an Ingress answers within milliseconds;
+/// five seconds tells a wrong URL from a slow network.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// When a stream ended by `rebalance` or `shutdown` named no time to come back: what an
+/// EventSource would wait after stream's first `retry:`.
+const DEFAULT_RECONNECT: Duration = Duration::from_millis(500);
+/// How often the live line is printed.
+const LIVE_LINE_EVERY: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version, about = "Open many kubescaler streams and watch what they get")]
 struct Args {
@@ -122,7 +131,7 @@ fn get(counter: &AtomicU64) -> u64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let url = args.url.trim_end_matches('/').to_owned();
-    let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+    let http = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build()?;
     let pairs = load_pairs(&http, &url, args.pairs.as_ref()).await?;
     anyhow::ensure!(
         !pairs.is_empty(),
@@ -157,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
     // Streams run until `stop`: the run ends at `end` or on a signal, and what is open then is
     // counted before they are stopped.
     while Instant::now() < end {
-        let tick = (Instant::now() + Duration::from_secs(1)).min(end);
+        let tick = (Instant::now() + LIVE_LINE_EVERY).min(end);
         tokio::select! {
             () = tokio::time::sleep_until(tick.into()) => {}
             () = stop.cancelled() => break,
@@ -399,7 +408,7 @@ async fn stream(http: &reqwest::Client, url: &str, counters: &Counters, read_rat
             _ => return,
         };
         leaving = Some(Leaving { from: ended.host.unwrap_or_default(), why, since: Instant::now() });
-        tokio::time::sleep(ended.retry.unwrap_or(Duration::from_millis(500))).await;
+        tokio::time::sleep(ended.retry.unwrap_or(DEFAULT_RECONNECT)).await;
     }
 }
 

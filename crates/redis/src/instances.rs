@@ -10,6 +10,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::RedisArgs;
 
+/// Reconnection attempts within one command, and the longest pause between them: a command
+/// fails fast (the caller counts the instance as not answering) and the next command
+/// reconnects, rather than one command waiting out an outage.
+const RECONNECT_RETRIES: usize = 1;
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(200);
+
 pub struct RedisInstances {
     /// Each instance's URL without its password (for messages), and its connection.
     instances: Vec<(String, ConnectionManager)>,
@@ -30,9 +36,8 @@ impl RedisInstances {
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
-            // Fail the request fast; the next one reconnects.
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_max_delay(RECONNECT_MAX_DELAY);
         let instances = config
             .urls
             .iter()

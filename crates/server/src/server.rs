@@ -16,6 +16,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::CommonArgs;
 
+/// hyper's smallest HTTP/1 write buffer, and the one streamed responses get: with it, a body is
+/// asked for its next chunk only once the previous one is in the socket, so a slow reader's
+/// backlog stays in the stream, where it can be skipped (hyper's default holds ~400 KB).
+pub const MIN_WRITE_BUFFER: usize = 8192;
+
+/// The pause after a failed accept (out of file descriptors, say): long enough not to spin on
+/// an error that persists, short enough that a connection waiting in the backlog hardly notices.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
 /// A bound listener, ready to serve. Binding is separate from serving so a caller (a test,
 /// the all-in-one process) learns the real port before the first request.
 #[derive(Debug)]
@@ -34,11 +43,9 @@ impl Server {
     }
 
     /// Bounds what HTTP/1 buffers for a connection before it stops polling the response body
-    /// (hyper's default is about 400 KB, or 16 chunks). With the minimum, 8 KiB, a streamed
-    /// body is asked for its next chunk only once the previous one is in the socket, so a
-    /// slow reader's backlog stays in the stream, where it can be skipped.
+    /// (hyper's default is about 400 KB, or 16 chunks); at least [`MIN_WRITE_BUFFER`].
     pub fn with_write_buffer(mut self, bytes: usize) -> Self {
-        self.write_buffer = Some(bytes.max(8192));
+        self.write_buffer = Some(bytes.max(MIN_WRITE_BUFFER));
         self
     }
 
@@ -79,7 +86,7 @@ impl Server {
                     Err(e) => {
                         // Out of file descriptors and the like: wait instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
                 },
@@ -152,7 +159,7 @@ impl Service {
     /// For long streamed responses: cap the socket send buffer and hyper's write buffer, so
     /// a slow reader's backlog is not hoarded below the service (see [`Server`]).
     pub fn with_stream_buffers(mut self, send_buffer: usize) -> Self {
-        self.server = self.server.with_send_buffer(send_buffer).with_write_buffer(8192);
+        self.server = self.server.with_send_buffer(send_buffer).with_write_buffer(MIN_WRITE_BUFFER);
         self
     }
 

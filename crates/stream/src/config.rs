@@ -11,6 +11,10 @@ use kubescaler_server::config::CommonArgs;
 
 use crate::rebalance::Tolerance;
 
+/// The shortest `REBALANCE_PERIOD`: each period publishes to every Redis instance, and the
+/// fleet's view needs a few round trips per period to be worth deciding on.
+const MIN_REBALANCE_PERIOD: Duration = Duration::from_millis(10);
+
 /// Port stream listens on when `PORT` is not set.
 pub const DEFAULT_PORT: u16 = 8083;
 
@@ -94,8 +98,8 @@ impl Config {
         );
         anyhow::ensure!(self.max_connections > 0, "MAX_CONNECTIONS must be at least 1");
         anyhow::ensure!(
-            self.rebalance_period() >= Duration::from_millis(10),
-            "REBALANCE_PERIOD must be at least 10ms"
+            self.rebalance_period() >= MIN_REBALANCE_PERIOD,
+            "REBALANCE_PERIOD must be at least {MIN_REBALANCE_PERIOD:?}"
         );
         Ok(())
     }

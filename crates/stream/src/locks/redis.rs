@@ -75,6 +75,16 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return redis.call('DEL', KEYS[1])
 ";
 
+/// Redlock attempts per acquisition: one. A conflict is answered at once, never waited out on
+/// the request path.
+const LOCK_ATTEMPTS: u32 = 1;
+/// Acquisitions tried before a refusal nobody holds counts as Redis unavailable: a second one
+/// after a connection remade (a Redis restart), never more on the request path.
+const ACQUISITION_ROUNDS: u32 = 2;
+/// rslock's pause between attempts, never slept with one attempt; rslock draws the pause from
+/// `0..delay`, which must not be empty.
+const UNUSED_RETRY_DELAY: Duration = Duration::from_millis(1);
+
 pub struct RedisLocks {
     manager: rslock::LockManager,
     instances: RedisInstances,
@@ -95,8 +105,7 @@ impl RedisLocks {
         let clients =
             config.urls.iter().map(|url| redis::Client::open(url.as_str())).collect::<Result<Vec<_>, _>>()?;
         let mut manager = rslock::LockManager::from_clients(clients);
-        // One attempt: a conflict is answered at once, never waited out on the request path.
-        manager.set_retry(1, Duration::from_millis(1));
+        manager.set_retry(LOCK_ATTEMPTS, UNUSED_RETRY_DELAY);
         Ok(Self {
             manager,
             instances: RedisInstances::new(config)?,
@@ -128,7 +137,7 @@ impl PairLocks for RedisLocks {
         let resource = keys::lock(user, profile);
         // A second attempt only when the first failed with nobody holding the key: a
         // connection the lock manager had to remake after a Redis restart, not a conflict.
-        for attempt in 0..2 {
+        for attempt in 1..=ACQUISITION_ROUNDS {
             let started = Instant::now();
             match self.manager.lock(resource.as_bytes(), ttl).await {
                 Ok(lock) => {
@@ -161,7 +170,7 @@ impl PairLocks for RedisLocks {
                         };
                         return Err(AcquireError::Conflict { retry_after });
                     }
-                    if attempt == 1 {
+                    if attempt == ACQUISITION_ROUNDS {
                         break;
                     }
                 }

@@ -15,6 +15,11 @@ use tokio::task::JoinHandle;
 use super::{Drain, End, Held, LockLost, Sessions, lock};
 use crate::locks::{ExtendError, Lease, RegistryUnavailable};
 
+/// Extensions (and binding checks) in flight at once in a refresh cycle. Each waits on Redis
+/// and base for a millisecond or so: 64 at a time extend thousands of locks well within a
+/// `LOCK_REFRESH`, without a burst of thousands of calls at each instance's Redis and base.
+const EXTENSIONS_IN_FLIGHT: usize = 64;
+
 /// An instance's fleet entry outlives a missed publication or two; a dead instance's is
 /// forgotten after this many periods.
 const FLEET_ENTRY_PERIODS: u32 = 3;
@@ -114,7 +119,7 @@ impl Sessions {
         let unconfirmed = AtomicU64::new(0);
         let unconfirmed = &unconfirmed;
         futures::stream::iter(snapshot)
-            .for_each_concurrent(64, |(id, lease)| async move {
+            .for_each_concurrent(EXTENSIONS_IN_FLIGHT, |(id, lease)| async move {
                 let started = Instant::now();
                 // Redis calls time out by themselves (REDIS_TIMEOUT); this bounds a cycle even if
                 // one did not, so the next refresh comes while the lock is still valid.

@@ -78,12 +78,13 @@ pub fn app(
         rebalance_tolerance: config.rebalance_tolerance,
     };
     let sessions = Sessions::new(locks.clone(), base.clone(), feed, settings, metrics, shutdown.clone());
+    let refresher = Refresher::spawn(sessions.clone());
     let readiness = Readiness::new(shutdown)
         .with_probe(Ping::probe(locks.backend(), locks, |locks| locks.ping()))
-        .with_probe(Ping::probe("base", Arc::new(base), |base| Box::pin(base.ready())));
+        .with_probe(Ping::probe("base", Arc::new(base), |base| Box::pin(base.ready())))
+        .with_probe(refresher.probe());
     let api = routes::router(sessions.clone(), &config.hostname);
     let router = service_router(api, readiness, HttpMetrics::new(registry, "stream")?);
-    let refresher = Refresher::spawn(sessions.clone());
     Ok(App { router, sessions, refresher })
 }
 
@@ -95,4 +96,85 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .await?
         .with_stream_buffers(config.stream_sndbuf)
         .with_drain(refresher.drain()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use clap::Parser;
+    use kubescaler_core::{ProfileId, UserId};
+    use tokio::time::Instant;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::locks::{AcquireError, ExtendError, Fleet, InProcessLocks, Lease, RegistryUnavailable};
+
+    /// The in-process registry, but publishing the fleet panics: the refresher's first act.
+    #[derive(Debug, Default)]
+    struct PanicsOnPublish(InProcessLocks);
+
+    #[async_trait]
+    impl PairLocks for PanicsOnPublish {
+        fn backend(&self) -> &'static str {
+            self.0.backend()
+        }
+        async fn ping(&self) -> Result<(), RegistryUnavailable> {
+            self.0.ping().await
+        }
+        async fn acquire(
+            &self,
+            user: UserId,
+            profile: ProfileId,
+            ttl: Duration,
+        ) -> Result<Lease, AcquireError> {
+            self.0.acquire(user, profile, ttl).await
+        }
+        async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<Instant, ExtendError> {
+            self.0.extend(lease, ttl).await
+        }
+        async fn release(&self, lease: &Lease) {
+            self.0.release(lease).await
+        }
+        async fn publish(&self, _: &str, _: u64, _: Duration) -> Result<Fleet, RegistryUnavailable> {
+            panic!("a bug in the fleet's publication");
+        }
+        async fn withdraw(&self, host: &str) {
+            self.0.withdraw(host).await
+        }
+    }
+
+    async fn readyz(router: &Router) -> (StatusCode, serde_json::Value) {
+        let request = Request::builder().uri("/readyz").body(Body::empty()).unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_refresher_that_panics_makes_the_instance_unready_and_says_why() {
+        // base is nowhere (a closed port), so it fails readiness too; the refresher is the point.
+        let config = Config::try_parse_from(["stream", "--base-url", "http://127.0.0.1:1"]).unwrap();
+        let shutdown = CancellationToken::new();
+        let locks: Arc<dyn PairLocks> = Arc::new(PanicsOnPublish::default());
+        let App { router, refresher, .. } = app(&config, locks, shutdown.clone(), Registry::new()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let body = loop {
+            let (status, body) = readyz(&router).await;
+            if body["failing"].as_array().is_some_and(|failing| failing.contains(&"refresher".into())) {
+                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+                break body;
+            }
+            assert!(Instant::now() < deadline, "the refresher still counts as running: {body}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let why = body["checks"]["refresher"].as_str().unwrap();
+        assert_eq!(why, "the refresher panicked: a bug in the fleet's publication", "{body}");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(1), refresher.drain()).await.expect("the drain ends");
+    }
 }

@@ -48,7 +48,7 @@ use crate::metrics::StreamMetrics;
 use crate::rebalance::{Rebalancer, Tolerance};
 
 pub use body::{OpenStream, StreamGuard};
-pub use refresher::Refresher;
+pub use refresher::{Refresher, RefresherStopped};
 
 /// How long before its lock's validity runs out a stream whose extensions go unconfirmed is
 /// ended: time for the watchdog to wake and the stream to stop writing. A tenth of the TTL when

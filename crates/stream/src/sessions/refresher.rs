@@ -3,14 +3,17 @@
 //! open streams and hands the excess off; beside it a watchdog ends the streams whose locks
 //! could not be extended in time; on shutdown it releases every lock, awaited.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use futures::FutureExt;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use kubescaler_base_client::Binding;
-use tokio::time::Instant;
-
+use kubescaler_server::{Ping, Probe};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::{Drain, End, Held, LockLost, Sessions, lock};
 use crate::locks::{ExtendError, Lease, RegistryUnavailable};
@@ -23,23 +26,81 @@ const EXTENSIONS_IN_FLIGHT: usize = 64;
 /// An instance's fleet entry outlives a missed publication or two; a dead instance's is
 /// forgotten after this many periods.
 const FLEET_ENTRY_PERIODS: u32 = 3;
+
 /// The instance's refresher task, spawned once with the instance. Its [`drain`](Self::drain)
 /// is the shutdown work the server awaits: it ends once every lock has been released.
+///
+/// A refresher that stops before the shutdown — a panic — leaves the instance's locks
+/// unextended: it is logged as an error when it happens, and the [`probe`](Self::probe) named
+/// `refresher` fails from then on, so the instance is taken out of service.
 #[derive(Debug)]
 pub struct Refresher {
     task: JoinHandle<()>,
+    stopped: Arc<Stopped>,
+}
+
+/// Why the refresher stopped before the shutdown.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RefresherStopped {
+    #[error("the refresher panicked: {0}")]
+    Panicked(String),
+    #[error("the refresher ended before the shutdown")]
+    Ended,
+}
+
+/// Set once, if the refresher stops before the shutdown.
+#[derive(Debug, Default)]
+struct Stopped(OnceLock<RefresherStopped>);
+
+impl Stopped {
+    fn check(&self) -> BoxFuture<'_, Result<(), RefresherStopped>> {
+        let result = self.0.get().cloned().map_or(Ok(()), Err);
+        Box::pin(std::future::ready(result))
+    }
 }
 
 impl Refresher {
     /// Starts `sessions`' refresher; it runs until the instance's shutdown token fires.
     pub fn spawn(sessions: Arc<Sessions>) -> Self {
-        Self { task: tokio::spawn(sessions.refresh_until_shutdown()) }
+        let stopped = Arc::new(Stopped::default());
+        let shutdown = sessions.shutdown.clone();
+        let task = tokio::spawn({
+            let stopped = stopped.clone();
+            async move {
+                // Caught, so that it is told now rather than when the drain awaits the task.
+                let outcome = AssertUnwindSafe(sessions.refresh_until_shutdown()).catch_unwind().await;
+                let why = match outcome {
+                    Ok(()) if shutdown.is_cancelled() => return,
+                    Ok(()) => RefresherStopped::Ended,
+                    Err(panic) => RefresherStopped::Panicked(panic_message(panic.as_ref())),
+                };
+                tracing::error!(error = %why, "the refresher stopped: held locks are no longer extended");
+                let _ = stopped.0.set(why);
+            }
+        });
+        Self { task, stopped }
+    }
+
+    /// Readiness of the refresher: fails once it stopped before the shutdown.
+    pub fn probe(&self) -> Arc<dyn Probe> {
+        Ping::probe("refresher", self.stopped.clone(), Stopped::check)
     }
 
     /// Waits for the refresher to finish its shutdown: every lock released.
     pub async fn drain(self) {
-        let _ = self.task.await;
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "the refresher's task failed");
+        }
     }
+}
+
+/// A panic's message, when it has one (`panic!` with a text does).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "without a message".to_owned())
 }
 
 impl Sessions {

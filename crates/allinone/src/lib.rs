@@ -273,7 +273,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
     let (locks, launched): (Arc<dyn PairLocks>, Arc<dyn LaunchedReader>) = if config.real_redis {
         (Arc::new(RedisLocks::new(&config.stream.redis)?), Arc::new(RedisLaunched::new(&config.main.redis)?))
     } else {
-        let locks = Arc::new(InProcessLocks::new());
+        let locks = Arc::new(InProcessLocks::start());
         // main reads it as launched while the pair's lock is held.
         let launched = InProcessLaunched::new({
             let locks = locks.clone();

@@ -114,7 +114,7 @@ mod tests {
     use crate::locks::{AcquireError, ExtendError, Fleet, InProcessLocks, Lease, RegistryUnavailable};
 
     /// The in-process registry, but publishing the fleet panics: the refresher's first act.
-    #[derive(Debug, Default)]
+    #[derive(Debug)]
     struct PanicsOnPublish(InProcessLocks);
 
     #[async_trait]
@@ -160,7 +160,7 @@ mod tests {
         // base is nowhere (a closed port), so it fails readiness too; the refresher is the point.
         let config = Config::try_parse_from(["stream", "--base-url", "http://127.0.0.1:1"]).unwrap();
         let shutdown = CancellationToken::new();
-        let locks: Arc<dyn PairLocks> = Arc::new(PanicsOnPublish::default());
+        let locks: Arc<dyn PairLocks> = Arc::new(PanicsOnPublish(InProcessLocks::start()));
         let App { router, refresher, .. } = app(&config, locks, shutdown.clone(), Registry::new()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         let body = loop {

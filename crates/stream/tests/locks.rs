@@ -84,18 +84,20 @@ mod suite {
     }
 }
 
+/// The suite on one backend; `$test` is the test attribute (the in-process registry's run on
+/// paused time: its TTLs pass at once, where Redis's take real time).
 macro_rules! conformance {
-    ($backend:ident, $make:expr) => {
+    ($backend:ident, $make:expr, #[$test:meta]) => {
         mod $backend {
             use super::*;
 
-            #[tokio::test]
+            #[$test]
             async fn one_holder_per_pair() {
                 let locks: Arc<dyn PairLocks> = $make.await;
                 suite::one_holder_per_pair(&*locks).await;
             }
 
-            #[tokio::test]
+            #[$test]
             async fn expiry_and_extension() {
                 let locks: Arc<dyn PairLocks> = $make.await;
                 suite::expiry_and_extension(&*locks).await;
@@ -110,15 +112,15 @@ async fn redis() -> Arc<dyn PairLocks> {
 }
 
 async fn in_process() -> Arc<dyn PairLocks> {
-    Arc::new(InProcessLocks::new())
+    Arc::new(InProcessLocks::start())
 }
 
-conformance!(redis_backend, redis());
-conformance!(in_process_backend, in_process());
+conformance!(redis_backend, redis(), #[tokio::test]);
+conformance!(in_process_backend, in_process(), #[tokio::test(start_paused = true)]);
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn in_process_launched_follows_the_lock() {
-    let locks = InProcessLocks::new();
+    let locks = InProcessLocks::start();
     let (u, p) = pair();
     assert!(!locks.is_launched(u, p));
     let lease = locks.acquire(u, p, TTL).await.unwrap();
@@ -138,9 +140,9 @@ async fn redis_fleet() {
     suite::the_fleet_is_the_live_instances(&locks).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn in_process_fleet() {
-    suite::the_fleet_is_the_live_instances(&InProcessLocks::new()).await;
+    suite::the_fleet_is_the_live_instances(&InProcessLocks::start()).await;
 }
 
 #[tokio::test]

@@ -1,46 +1,138 @@
-//! The registry in memory, for the all-in-one process.
+//! The registry in memory, for the all-in-one process: one process needs no Redlock, but the
+//! same semantics — one holder per pair, a random token per acquisition, expiry `ttl` after the
+//! last extension, conflicts that say when the holder's lock expires, release only by the
+//! holder. The launched marker is the held, unexpired lock itself.
+//!
+//! Expired locks leave the map by themselves: their expiries are kept in order, and one
+//! background task sleeps until the next one (or until an earlier one is set), then removes
+//! whatever has expired. The task ends when the registry is dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use kubescaler_core::{ProfileId, UserId};
+use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{AcquireError, ExtendError, Fleet, Lease, Lost, PairLocks, RegistryUnavailable};
 
-/// The in-process registry, for the all-in-one process: one process needs no Redlock, but the
-/// same semantics — one holder per pair, a random token per acquisition, expiry `ttl` after
-/// the last extension, conflicts that say when the holder's lock expires, release only by the
-/// holder. The launched marker is the held, unexpired lock itself.
-#[derive(Debug, Default)]
+type Pair = (UserId, ProfileId);
+
+/// The in-process lock and launched registry (see the module's documentation).
+#[derive(Debug)]
 pub struct InProcessLocks {
-    pairs: std::sync::Mutex<InProcessPairs>,
-    /// Host → (open streams, expiry): the fleet, of one instance in the all-in-one.
-    fleet: std::sync::Mutex<BTreeMap<String, (u64, tokio::time::Instant)>>,
+    shared: Arc<Shared>,
+    /// Stops the purge task when the registry is dropped.
+    _purge: DropGuard,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// A std mutex, not tokio's: nothing is awaited while it is held, and each holder does a
+    /// few map operations, so waiting for it costs less than a tokio mutex's bookkeeping. (A
+    /// tokio mutex is for a lock held across an `.await`.)
+    state: Mutex<State>,
+    /// Wakes the purge task when a lock expires earlier than the one it sleeps until.
+    earlier_expiry: Notify,
 }
 
 #[derive(Debug, Default)]
-struct InProcessPairs {
-    held: std::collections::HashMap<(UserId, ProfileId), (u128, tokio::time::Instant)>,
-    /// Expired entries are swept when the map grows past this, so it stays bounded.
-    sweep_at: usize,
+struct State {
+    /// Each held pair's token and expiry.
+    held: HashMap<Pair, Held>,
+    /// The same expiries, in order: the first is when the purge task next has work. One pair
+    /// holds one lock, so `(expiry, pair)` is unique.
+    expiries: BTreeSet<(Instant, Pair)>,
+    /// Host → (open streams, expiry): the fleet, of one instance in the all-in-one; pruned as
+    /// it is published, so it holds the instances of the last few periods.
+    fleet: BTreeMap<String, (u64, Instant)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    token: u128,
+    expires: Instant,
+}
+
+impl State {
+    /// Holds `pair` for `token` until `expires`, in place of whatever held it; `true` when this
+    /// expiry comes before every other (the purge task must wake earlier).
+    fn hold(&mut self, pair: Pair, token: u128, expires: Instant) -> bool {
+        if let Some(previous) = self.held.insert(pair, Held { token, expires }) {
+            self.expiries.remove(&(previous.expires, pair));
+        }
+        let earliest = self.expiries.first().is_none_or(|(first, _)| expires < *first);
+        self.expiries.insert((expires, pair));
+        earliest
+    }
+
+    fn release(&mut self, pair: Pair) {
+        if let Some(held) = self.held.remove(&pair) {
+            self.expiries.remove(&(held.expires, pair));
+        }
+    }
+
+    /// The pair's holder, if its lock has not expired by `now`.
+    fn holder(&self, pair: Pair, now: Instant) -> Option<Held> {
+        self.held.get(&pair).copied().filter(|held| held.expires > now)
+    }
+
+    /// Removes every lock expired by `now`; answers when the next one expires.
+    fn purge(&mut self, now: Instant) -> Option<Instant> {
+        while let Some(&(expires, pair)) = self.expiries.first() {
+            if expires > now {
+                return Some(expires);
+            }
+            self.expiries.pop_first();
+            self.held.remove(&pair);
+        }
+        None
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every change leaves the maps consistent before anything can panic: a poisoned state
+        // is still a valid one.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The purge task: removes the expired locks, sleeps until the next expiry or an earlier one
+/// is set, and again, until `stop`.
+async fn purge_expired(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let next = shared.state().purge(Instant::now());
+        let next_expiry = async {
+            match next {
+                Some(when) => tokio::time::sleep_until(when).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = next_expiry => {}
+            () = shared.earlier_expiry.notified() => {}
+        }
+    }
 }
 
 impl InProcessLocks {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn pairs(&self) -> std::sync::MutexGuard<'_, InProcessPairs> {
-        // Every change is a single insert or remove: a poisoned map is still consistent.
-        self.pairs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// An empty registry; starts its purge task (so: within a tokio runtime), which ends when
+    /// the registry is dropped.
+    pub fn start() -> Self {
+        let shared = Arc::new(Shared { state: Mutex::default(), earlier_expiry: Notify::new() });
+        let stop = CancellationToken::new();
+        tokio::spawn(purge_expired(shared.clone(), stop.clone()));
+        Self { shared, _purge: stop.drop_guard() }
     }
 
     /// Whether the pair's lock is held now (what main calls "launched").
     pub fn is_launched(&self, user: UserId, profile: ProfileId) -> bool {
-        let now = tokio::time::Instant::now();
-        self.pairs().held.get(&(user, profile)).is_some_and(|(_, expires)| *expires > now)
+        self.shared.state().holder((user, profile), Instant::now()).is_some()
     }
 }
 
@@ -59,28 +151,30 @@ impl PairLocks for InProcessLocks {
     }
 
     async fn acquire(&self, user: UserId, profile: ProfileId, ttl: Duration) -> Result<Lease, AcquireError> {
-        let now = tokio::time::Instant::now();
-        let mut pairs = self.pairs();
-        if pairs.held.len() >= pairs.sweep_at.max(1024) {
-            pairs.held.retain(|_, (_, expires)| *expires > now);
-            pairs.sweep_at = pairs.held.len() * 2;
-        }
-        if let Some((_, expires)) = pairs.held.get(&(user, profile))
-            && *expires > now
-        {
-            return Err(AcquireError::Conflict { retry_after: *expires - now });
+        let now = Instant::now();
+        let mut state = self.shared.state();
+        if let Some(held) = state.holder((user, profile), now) {
+            return Err(AcquireError::Conflict { retry_after: held.expires - now });
         }
         let token: u128 = rand::random();
-        pairs.held.insert((user, profile), (token, now + ttl));
+        let earliest = state.hold((user, profile), token, now + ttl);
+        // Notified after the lock is released, so the task does not wake to a held mutex.
+        drop(state);
+        if earliest {
+            self.shared.earlier_expiry.notify_one();
+        }
         Ok(Lease { user, profile, valid_until: now + ttl, token: token.to_be_bytes().to_vec() })
     }
 
     async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<Instant, ExtendError> {
-        let now = tokio::time::Instant::now();
-        let mut pairs = self.pairs();
-        match pairs.held.get_mut(&(lease.user, lease.profile)) {
-            Some((token, expires)) if *token == token_of(lease) && *expires > now => {
-                *expires = now + ttl;
+        let now = Instant::now();
+        let pair = (lease.user, lease.profile);
+        let mut state = self.shared.state();
+        match state.holder(pair, now) {
+            // A later expiry: the purge task wakes at the earlier one, finds nothing, and
+            // sleeps again, so it need not be told.
+            Some(held) if held.token == token_of(lease) => {
+                state.hold(pair, held.token, now + ttl);
                 Ok(now + ttl)
             }
             _ => Err(ExtendError::Lost(Lost::InProcess)),
@@ -88,22 +182,76 @@ impl PairLocks for InProcessLocks {
     }
 
     async fn release(&self, lease: &Lease) {
-        let mut pairs = self.pairs();
-        let key = (lease.user, lease.profile);
-        if pairs.held.get(&key).is_some_and(|(token, _)| *token == token_of(lease)) {
-            pairs.held.remove(&key);
+        let pair = (lease.user, lease.profile);
+        let mut state = self.shared.state();
+        if state.held.get(&pair).is_some_and(|held| held.token == token_of(lease)) {
+            state.release(pair);
         }
     }
 
     async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, RegistryUnavailable> {
-        let now = tokio::time::Instant::now();
-        let mut fleet = self.fleet.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        fleet.insert(host.to_owned(), (streams, now + ttl));
-        fleet.retain(|_, (_, expires)| *expires > now);
-        Ok(fleet.iter().map(|(host, (streams, _))| (host.clone(), *streams)).collect())
+        let now = Instant::now();
+        let mut state = self.shared.state();
+        state.fleet.insert(host.to_owned(), (streams, now + ttl));
+        state.fleet.retain(|_, (_, expires)| *expires > now);
+        Ok(state.fleet.iter().map(|(host, (streams, _))| (host.clone(), *streams)).collect())
     }
 
     async fn withdraw(&self, host: &str) {
-        self.fleet.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(host);
+        self.shared.state().fleet.remove(host);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(locks: &InProcessLocks) -> (usize, usize) {
+        let state = locks.shared.state();
+        (state.held.len(), state.expiries.len())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_locks_leave_the_registry_by_themselves() {
+        let locks = InProcessLocks::start();
+        let pairs: Vec<Pair> = (0..100).map(|_| (UserId::new_random(), ProfileId::new_random())).collect();
+        for (i, (user, profile)) in pairs.iter().enumerate() {
+            let ttl = Duration::from_secs(10 + i as u64 % 10);
+            locks.acquire(*user, *profile, ttl).await.unwrap();
+        }
+        let short =
+            locks.acquire(UserId::new_random(), ProfileId::new_random(), Duration::from_secs(1)).await;
+        let short = short.unwrap();
+        assert_eq!(held(&locks), (101, 101));
+
+        // The shorter lock, set last, expires first: the purge task was told, and takes it.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(held(&locks), (100, 100));
+        assert!(!locks.is_launched(short.user, short.profile));
+
+        // An extension moves a lock's expiry later; the others go when theirs come.
+        let kept = locks.acquire(UserId::new_random(), ProfileId::new_random(), Duration::from_secs(5)).await;
+        let kept = kept.unwrap();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        locks.extend(&kept, Duration::from_secs(60)).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(held(&locks), (1, 1), "only the extended lock is left");
+        assert!(locks.is_launched(kept.user, kept.profile));
+        locks.release(&kept).await;
+        assert_eq!(held(&locks), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_purge_task_stops_with_the_registry() {
+        let locks = InProcessLocks::start();
+        locks.acquire(UserId::new_random(), ProfileId::new_random(), Duration::from_secs(1)).await.unwrap();
+        let shared = Arc::downgrade(&locks.shared);
+        tokio::task::yield_now().await;
+        drop(locks);
+        // The task holds the other reference until it sees the stop.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(shared.upgrade().is_none(), "the purge task still holds the registry");
     }
 }

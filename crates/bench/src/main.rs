@@ -19,6 +19,7 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::response::PagingState;
 use uuid::Uuid;
 
+mod cql_ping;
 mod streaming;
 
 #[derive(Debug, Parser)]
@@ -119,6 +120,8 @@ enum Command {
         #[command(flatten)]
         load: Load,
     },
+    /// Ask Cassandra for its release version: exit 0 once a CQL query answers.
+    CqlPing(cql_ping::CqlPing),
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +222,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Command::CqlPing(args) => cql_ping::run(args).await,
     }
 }
 

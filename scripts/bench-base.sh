@@ -9,31 +9,23 @@
 # The user looked up is in 10 profiles whatever the table size, so the answer stays the same
 # and only the size of the table (and its index) changes.
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
+# shellcheck source=lib/bench.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/bench.sh"
 DURATION=${BENCH_DURATION:-10s}
 CONCURRENCIES=${BENCH_CONCURRENCY:-1 8}
 SIZES=${BENCH_SIZES:-1000 100000}
 PORT=${BENCH_PORT:-18081}
 
-scripts/services.sh up
-cargo build --release -q -p kubescaler-base -p kubescaler-bench
-BENCH=target/release/kubescaler-bench
-BASE_PID=
-stop_base() { [ -n "$BASE_PID" ] && kill "$BASE_PID" 2>/dev/null && wait "$BASE_PID" 2>/dev/null; BASE_PID=; }
-trap stop_base EXIT
+bench_services_up
+bench_build kubescaler-base kubescaler-bench
 
-field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
-
-results=$(mktemp)
+results=$WORK/results.jsonl
 for size in $SIZES; do
   keyspace=bench_profiles_$size
-  user=$(python3 -c 'import uuid; print(uuid.uuid4())')
+  user=$(cat /proc/sys/kernel/random/uuid)
   # base creates the schema; the keyspace is refilled from empty on every run.
-  RUST_LOG=warn PORT=$PORT CASSANDRA_KEYSPACE=$keyspace target/release/base >/dev/null 2>&1 &
-  BASE_PID=$!
-  for _ in $(seq 1 300); do curl -fs "localhost:$PORT/readyz" >/dev/null && break; sleep 0.2; done
-  curl -fs "localhost:$PORT/readyz" >/dev/null || { echo "base did not become ready" >&2; exit 1; }
+  bench_serve_base "$PORT" "$keyspace"
+  base_pid=$SPAWNED
   curl -fs -X DELETE "localhost:$PORT/profiles"
   echo "seeding $size profiles" >&2
   $BENCH seed-profiles --keyspace "$keyspace" --profiles "$size" --user "$user" >&2
@@ -53,31 +45,9 @@ for size in $SIZES; do
     echo "$cql" >&2
     echo "$http" >&2
     echo "$floor" >&2
-    echo "$size $conc $(echo "$cql" | field rps) $(echo "$cql" | field p50_ms) $(echo "$cql" | field p99_ms) $(echo "$http" | field rps) $(echo "$http" | field p50_ms) $(echo "$http" | field p99_ms) $(echo "$floor" | field p50_ms)" >>"$results"
+    echo "{\"size\": $size, \"conc\": $conc, \"cql\": $cql, \"base\": $http, \"floor\": $floor}" >>"$results"
   done
-  stop_base
+  bench_stop "$base_pid"
 done
 
-python3 - "$results" "$DURATION" <<'PY' | tee "${BENCH_OUT:-/dev/null}"
-import sys
-rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-print(f"GET /profiles/user/{{id}} on base vs the same prepared CQL query from a Rust client; "
-      f"{sys.argv[2]} per figure; the user is in 10 profiles.\n")
-print("| profiles | in flight | CQL req/s | CQL p50 ms | CQL p99 ms | base req/s | base p50 ms | base p99 ms | base/CQL p50 | base/CQL req/s | floor/CQL p50 |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-p50 = {}
-for size, conc, crps, cp50, cp99, hrps, hp50, hp99, lp50 in rows:
-    crps, cp50, cp99, hrps, hp50, hp99, lp50 = map(float, (crps, cp50, cp99, hrps, hp50, hp99, lp50))
-    p50[(int(size), int(conc))] = hp50
-    print(f"| {int(size):,} | {conc} | {crps:,.0f} | {cp50:.3f} | {cp99:.3f} | {hrps:,.0f} | {hp50:.3f} | {hp99:.3f} | {hp50/cp50:.2f} | {hrps/crps:.2f} | {(cp50 + lp50)/cp50:.2f} |")
-print("\nfloor/CQL p50: (CQL p50 + p50 of `GET /livez` on the same base, same load loop) / CQL p50 — the "
-      "ratio no HTTP service in front of the query can beat on this machine, since it adds at least one "
-      "HTTP round trip.")
-sizes = sorted({s for s, _ in p50})
-if len(sizes) >= 2:
-    print()
-    for conc in sorted({c for _, c in p50}):
-        small, large = p50.get((sizes[0], conc)), p50.get((sizes[-1], conc))
-        if small and large:
-            print(f"- base p50 at {sizes[-1]:,} / at {sizes[0]:,} profiles, {conc} in flight: {large/small:.2f}")
-PY
+bench_report base-report results="$results" duration="$DURATION"

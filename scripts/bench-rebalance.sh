@@ -8,8 +8,8 @@
 #   scripts/bench-rebalance.sh        (starts Redis/Cassandra with scripts/services.sh up)
 # Environment: STREAMS (1000), BENCH_OUT.
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
+# shellcheck source=lib/bench.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/bench.sh"
 STREAMS=${STREAMS:-1000}
 BASE_PORT=18381
 A_PORT=18383
@@ -17,48 +17,35 @@ B_PORT=18384
 NGINX_PORT=18380
 KEYSPACE=bench_rebalance
 PERIOD=1s
-REDIS_URL=redis://127.0.0.1:${REDIS_PORT:-6379}
-ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+bench_nofile 200000
 
-scripts/services.sh up
-cargo build --release -q -p kubescaler-base -p kubescaler-stream -p kubescaler-bench -p kubescaler-loadgen
-BENCH=target/release/kubescaler-bench
-work=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-wait_ready() {
-  for _ in $(seq 1 300); do curl -fs "localhost:$1/readyz" >/dev/null && return; sleep 0.2; done
-  echo "service on port $1 did not become ready" >&2; exit 1
-}
+bench_services_up
+bench_build kubescaler-base kubescaler-stream kubescaler-bench kubescaler-loadgen
 gauge() { curl -fs "localhost:$1/metrics" | awk '/^kubescaler_stream_active_connections/ {print $2}'; }
 start_stream() { # port host
-  env RUST_LOG=info LOG_FORMAT=json PORT=$1 HOSTNAME=$2 BASE_URL=http://127.0.0.1:$BASE_PORT \
-    REDIS_URLS=$REDIS_URL LOCK_REFRESH=$PERIOD REBALANCE_PERIOD=$PERIOD RELEASE_ON_DISCONNECT=true \
-    STREAM_MESSAGE_BYTES=1000 MAX_CONNECTIONS=20000 target/release/stream >"$work/$2.log" 2>&1 &
-  pids+=($!)
-  wait_ready "$1"
+  bench_serve "$1" "$WORK/$2.log" RUST_LOG=info LOG_FORMAT=json PORT="$1" HOSTNAME="$2" \
+    BASE_URL="http://127.0.0.1:$BASE_PORT" REDIS_URLS="$REDIS_URL" LOCK_REFRESH=$PERIOD \
+    REBALANCE_PERIOD=$PERIOD RELEASE_ON_DISCONNECT=true STREAM_MESSAGE_BYTES=1000 MAX_CONNECTIONS=20000 \
+    target/release/stream
 }
 
-RUST_LOG=warn PORT=$BASE_PORT CASSANDRA_KEYSPACE=$KEYSPACE target/release/base >/dev/null 2>&1 &
-pids+=($!)
-wait_ready "$BASE_PORT"
+bench_serve_base "$BASE_PORT" "$KEYSPACE"
 curl -fs -X DELETE "localhost:$BASE_PORT/profiles"
-$BENCH seed-pairs --keyspace "$KEYSPACE" --count "$STREAMS" >"$work/pairs.txt"
+$BENCH seed-pairs --keyspace "$KEYSPACE" --count "$STREAMS" >"$WORK/pairs.txt"
 # The fleet is whoever publishes in this Redis: no entry of an earlier run may count.
 redis-cli -u "$REDIS_URL" DEL kubescaler:instances >/dev/null
 
-mkdir -p "$work/nginx"
-cat >"$work/nginx.conf" <<EOF
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx.conf" <<CONF
 worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
 events { worker_connections 8192; }
 worker_rlimit_nofile 20000;
 http {
   access_log off;
-  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
+  uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
   upstream stream { server 127.0.0.1:$A_PORT max_fails=0; server 127.0.0.1:$B_PORT max_fails=0; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
@@ -71,16 +58,14 @@ http {
     }
   }
 }
-EOF
-nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;' 2>/dev/null &
-pids+=($!)
+CONF
+bench_spawn nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' 2>/dev/null
 
 start_stream "$A_PORT" bench-a
 echo "$STREAMS streams on one instance" >&2
-target/release/loadgen --url "http://127.0.0.1:$NGINX_PORT" --pairs "$work/pairs.txt" --streams "$STREAMS" \
-  --ramp 500 --duration 3600s --json >"$work/loadgen.json" 2>/dev/null &
-loader=$!
-pids+=("$loader")
+bench_spawn target/release/loadgen --url "http://127.0.0.1:$NGINX_PORT" --pairs "$WORK/pairs.txt" \
+  --streams "$STREAMS" --ramp 500 --duration 3600s --json >"$WORK/loadgen.json" 2>/dev/null
+loader=$SPAWNED
 for _ in $(seq 1 600); do [ "$(gauge $A_PORT)" = "$STREAMS" ] && break; sleep 0.1; done
 [ "$(gauge $A_PORT)" = "$STREAMS" ] || { echo "only $(gauge $A_PORT) of $STREAMS streams opened" >&2; exit 1; }
 sleep 3
@@ -103,31 +88,4 @@ final="$(gauge $A_PORT) / $(gauge $B_PORT)"
 kill -INT "$loader"
 wait "$loader" || true
 
-python3 - "$work" "$STREAMS" "${balanced:-}" "$final" "${BENCH_OUT:-/dev/stdout}" <<'PY'
-import json, pathlib, sys
-work, streams, balanced, final, out = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-summary = json.loads((work / "loadgen.json").read_text().strip().splitlines()[-1])
-moves = [m for m in summary["moves"] if m["why"] == "rebalance"]
-ms = sorted(m["ms"] for m in moves)
-first = summary["first_event_ms"]
-def pct(values, p):
-    return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
-released = [json.loads(line) for line in (work / "bench-a.log").read_text().splitlines()
-            if line.startswith("{") and "handed streams off" in line]
-release_ms = [float(r["fields"]["released_ms"]) for r in released]
-lost = sum(ms) / 1000
-rows = [
-    ("streams moved (second instance started)", f"{len(moves):,} of {streams:,}", f"{streams // 2:,} wanted", ""),
-    ("balanced (each within 5 % of half) after", f"{float(balanced):.2f} s" if balanced else "not balanced", f"period {1} s", ""),
-    ("instances at the end", final, "", ""),
-    ("server: locks released per hand-off", ", ".join(f"{x:.1f} ms" for x in release_ms), "", ""),
-    ("rebalance event → streaming again, p50", f"{pct(ms, 0.5):.0f} ms", f"fresh open → first event {first['p50']:.1f} ms + retry 250 ms", f"{pct(ms, 0.5) / (first['p50'] + 250):.2f}"),
-    ("rebalance event → streaming again, p99", f"{pct(ms, 0.99):.0f} ms", f"fresh open → first event {first['p99']:.1f} ms + retry 250 ms", f"{pct(ms, 0.99) / (first['p99'] + 250):.2f}"),
-    ("stream-seconds without messages, all moves", f"{lost:.0f} s", f"{len(moves)} × 0.25 s retry = {len(moves) * 0.25:.0f} s", f"{lost / max(len(moves) * 0.25, 1e-9):.2f}"),
-    ("409 on return / 503 retried / errors", f"{summary['refused_locked_409_on_return']} / {summary['refused_and_retried_503']} / {summary['errors']}", "0 / – / 0", ""),
-]
-with open(out, "a") as f:
-    f.write("| figure | measured | baseline | ratio |\n|---|---:|---:|---:|\n")
-    for row in rows:
-        f.write("| " + " | ".join(row) + " |\n")
-PY
+bench_report rebalance-report work="$WORK" streams="$STREAMS" balanced="${balanced:-}" final="$final"

@@ -4,20 +4,18 @@
 # of CI. Needs nothing but `scripts/services.sh up` (which it runs).
 #   scripts/bench.sh
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-scripts/services.sh up
+# shellcheck source=lib/bench.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/bench.sh"
+bench_services_up
 for bench in base main stream rebalance allinone; do
   echo "==> bench-$bench" >&2
-  BENCH_OUT="$out/$bench.md" "scripts/bench-$bench.sh" >"$out/$bench.log" 2>&1 || {
-    tail -n 30 "$out/$bench.log" >&2
+  BENCH_OUT="$WORK/$bench.md" "scripts/bench-$bench.sh" >"$WORK/$bench.log" 2>&1 || {
+    tail -n 30 "$WORK/$bench.log" >&2
     echo "bench-$bench failed" >&2
     exit 1
   }
 done
-section() { awk '!seen[$0]++' "$out/$1.md"; }
+section() { awk '!seen[$0]++' "$WORK/$1.md"; }
 {
   cat <<EOF
 # Benchmarks

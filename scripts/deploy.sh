@@ -1,15 +1,30 @@
 #!/usr/bin/env bash
 # Builds the images into minikube, applies an overlay, waits for every rollout, prints URLs.
-#   scripts/deploy.sh [OVERLAY]       (default: minikube; `keda` scales stream with KEDA)
+#   scripts/deploy.sh [OVERLAY]              (default: minikube; `keda` scales stream with KEDA)
+# Or rebuilds one service's image into minikube and restarts its Deployment, nothing else:
+#   scripts/deploy.sh --only base|main|stream
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-OVERLAY=${1:-minikube}
 NS=kubescaler
-for service in base main stream; do
-  echo "building kubescaler/$service:dev"
-  minikube image build -t "kubescaler/$service:dev" -f docker/Dockerfile --build-opt="target=$service" .
-done
+build() {
+  echo "building kubescaler/$1:dev"
+  minikube image build -t "kubescaler/$1:dev" -f docker/Dockerfile --build-opt="target=$1" .
+}
+if [ "${1:-}" = --only ]; then
+  service=${2:-}
+  case "$service" in
+    base | main | stream) ;;
+    "") echo "usage: scripts/deploy.sh --only base|main|stream" >&2; exit 2 ;;
+    *) echo "unknown service $service (base, main or stream)" >&2; exit 2 ;;
+  esac
+  build "$service"
+  kubectl -n "$NS" rollout restart "deployment/$service"
+  kubectl -n "$NS" rollout status "deployment/$service" --timeout=5m
+  exit
+fi
+OVERLAY=${1:-minikube}
+for service in base main stream; do build "$service"; done
 kubectl apply -f k8s/base/namespace.yaml
 # The admin token guarding POST/DELETE /main/testdata: made once, kept across deploys.
 if ! kubectl -n "$NS" get secret kubescaler-admin >/dev/null 2>&1; then

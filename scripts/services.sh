@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real backing services for development, tests and benchmarks: Redis and a single-node
 # Apache Cassandra, both on 127.0.0.1, both installed by this script when missing (and nginx,
-# which tests start themselves as the balancer in front of several stream instances).
+# which tests start themselves as the balancer in front of several stream instances). Cassandra
+# is ready once `kubescaler-bench cql-ping` gets an answer; the first use builds it (debug).
 #
 #   scripts/services.sh up       start what is not running (idempotent), wait until ready
 #   scripts/services.sh down     stop what `up` started (pid files), keep data
@@ -86,7 +87,26 @@ redis_down() {
 }
 
 # ------------------------------------------------------------ Cassandra
-cql_ping() { python3 "$ROOT/scripts/cql_ping.py" 127.0.0.1 "$CASSANDRA_PORT" 2 2>/dev/null; }
+# Ready means "a CQL query answers", not "the port is open": Cassandra opens the native port
+# before it can serve queries. The query is `kubescaler-bench cql-ping` (the scylla driver),
+# built in debug by cql_ping_build, which must run in this shell (not in `$(...)`) first.
+CQL_PING=
+cql_ping_build() {
+  [ -z "$CQL_PING" ] || return 0
+  local target=${CARGO_TARGET_DIR:-$ROOT/target} out
+  [ -x "$target/debug/kubescaler-bench" ] || log "building kubescaler-bench, which asks Cassandra whether it is ready"
+  out=$(cd "$ROOT" && cargo build -q -p kubescaler-bench --message-format=json-render-diagnostics) ||
+    die "cargo build -p kubescaler-bench failed: it asks Cassandra whether it is ready"
+  CQL_PING=$(printf '%s\n' "$out" | sed -n 's/.*"executable":"\([^"]*kubescaler-bench\)".*/\1/p' | tail -n 1)
+  [ -x "$CQL_PING" ] || die "cargo build -p kubescaler-bench named no executable"
+}
+cql_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$CASSANDRA_PORT") 2>/dev/null; }
+# No build while nothing listens: then the answer is no, at once.
+cql_ping_prepare() { if cql_port_open; then cql_ping_build; fi; }
+cql_ping() {
+  cql_port_open && [ -n "$CQL_PING" ] &&
+    "$CQL_PING" cql-ping --nodes "127.0.0.1:$CASSANDRA_PORT" --timeout 2s 2>/dev/null
+}
 
 # The resolved classpath is cached beside Maven's own cache, keyed by the pom's content,
 # so only the first `up` on a machine pays for resolution.
@@ -109,6 +129,7 @@ cassandra_classpath() {
 }
 
 cassandra_up() {
+  cql_ping_prepare
   if alive "$CASS_DIR/cassandra.pid" && cql_ping >/dev/null; then
     log "cassandra  already up on 127.0.0.1:$CASSANDRA_PORT"
     return
@@ -166,6 +187,7 @@ cassandra_up() {
   setsid java "${jvm[@]}" -cp "$cp" org.apache.cassandra.service.CassandraDaemon \
     >"$CASS_DIR/cassandra.log" 2>&1 </dev/null &
   echo $! >"$CASS_DIR/cassandra.pid"
+  cql_ping_build # while Cassandra starts; its time does not count against the timeout
 
   local deadline=$((SECONDS + CASSANDRA_START_TIMEOUT)) version
   while ((SECONDS < deadline)); do
@@ -198,6 +220,7 @@ cassandra_down() {
 status() {
   if redis_ping; then log "redis      up   127.0.0.1:$REDIS_PORT"; else log "redis      down"; fi
   local v
+  cql_ping_prepare
   if v=$(cql_ping); then log "cassandra  up   127.0.0.1:$CASSANDRA_PORT ($v)"; else log "cassandra  down"; fi
 }
 
@@ -205,7 +228,7 @@ case "${1:-}" in
   up) redis_up; cassandra_up ;;
   down) cassandra_down; redis_down ;;
   status) status ;;
-  check) redis_ping && cql_ping >/dev/null ;;
+  check) redis_ping && cql_ping_prepare && cql_ping >/dev/null ;;
   clean) cassandra_down; redis_down; rm -rf "$STATE"; log "removed $STATE" ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

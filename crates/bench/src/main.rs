@@ -18,6 +18,7 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use uuid::Uuid;
 
+mod cql_ping;
 mod streaming;
 
 /// Inserts in flight at once when seeding: enough to keep one Cassandra node busy, few enough
@@ -131,6 +132,8 @@ enum Command {
         #[command(flatten)]
         load: Load,
     },
+    /// Ask Cassandra for its release version: exit 0 once a CQL query answers.
+    CqlPing(cql_ping::CqlPing),
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Command::CqlPing(args) => cql_ping::run(args).await,
     }
 }
 

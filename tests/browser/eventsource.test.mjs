@@ -7,81 +7,34 @@
 //   (scripts/browser-test.sh eventsource sets everything up)
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { freePort, jsonAt, launchChromium, startSuite, testData } from "./support.mjs";
 
-const BIN = process.env.KUBESCALER_BIN ?? "target/debug/kubescaler";
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const TTL_SECONDS = 3;
 
-let suite, browser, url, dataDir;
-
-async function freePort() {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function json(path, init) {
-  const response = await fetch(url + path, init);
-  assert.ok(response.ok, `${path}: ${response.status}`);
-  return response.json();
-}
+let suite, browser, url, json;
 
 before(async () => {
   const port = await freePort();
   url = `http://127.0.0.1:${port}`;
-  dataDir = mkdtempSync(join(tmpdir(), "kubescaler-eventsource-"));
-  suite = spawn(BIN, [], {
-    env: {
-      ...process.env,
-      PORT: String(port),
-      DATA_DIR: dataDir,
+  json = jsonAt(url);
+  suite = await startSuite(
+    port,
+    {
       LOCK_TTL: `${TTL_SECONDS}s`,
       LOCK_REFRESH: "1s",
       // The pair stays locked after its client leaves, until the TTL passes.
       RELEASE_ON_DISCONNECT: "false",
       HOSTNAME: "eventsource-test",
-      RUST_LOG: "warn",
     },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`${url}/readyz`)).ok) break;
-    } catch {}
-    assert.ok(i < 200, "the all-in-one process did not become ready");
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  await fetch(`${url}/main/testdata?profiles=2&users_per_profile=2&seed=7`, { method: "POST" });
-  for (;;) {
-    const progress = await json("/main/testdata");
-    if (progress.state !== "running") {
-      assert.equal(progress.state, "done");
-      break;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--no-first-run",
-    ],
-  });
+    "kubescaler-eventsource",
+  );
+  await testData(url, "profiles=2&users_per_profile=2&seed=7");
+  browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
-  suite?.kill("SIGTERM");
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  suite?.stop();
 });
 
 // A client that is not a browser streams the pair until `abort`; resolves once it has a message.

@@ -11,66 +11,31 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { freePort, jsonAt, launchChromium, startSuite, until } from "./support.mjs";
 
-const BIN = process.env.KUBESCALER_BIN ?? "target/debug/kubescaler";
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const CASSANDRA = process.env.CASSANDRA_NODES ?? "127.0.0.1:9042";
 const REDIS = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 // Streams beside the page on the first instance: with the page, 10; the fair share is then 5.
 const OTHERS = 9;
 
+const suites = [];
 const children = [];
 const readers = [];
-let browser, url, work;
-
-async function freePort() {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function until(what, check, ms = 15000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch {}
-    assert.ok(Date.now() < deadline, `${what} not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+let browser, url, work, json;
 
 async function instance(port, host) {
-  const child = spawn(BIN, [], {
-    env: {
-      ...process.env,
-      PORT: String(port),
-      CASSANDRA_NODES: CASSANDRA,
-      CASSANDRA_KEYSPACE: "kubescaler_browser",
-      REDIS_URLS: REDIS,
-      HOSTNAME: host,
-      LOCK_REFRESH: "1s",
-      REBALANCE_PERIOD: "1s",
-      STREAM_MESSAGE_BYTES: "2000",
-      RUST_LOG: "warn",
-    },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-  children.push(child);
-  await until(`${host} ready`, async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, 60000);
-}
-
-async function json(path, init) {
-  const response = await fetch(url + path, init);
-  assert.ok(response.ok, `${path}: ${response.status}`);
-  return response.status === 204 ? null : response.json();
+  const env = {
+    CASSANDRA_NODES: CASSANDRA,
+    CASSANDRA_KEYSPACE: "kubescaler_browser",
+    REDIS_URLS: REDIS,
+    HOSTNAME: host,
+    LOCK_REFRESH: "1s",
+    REBALANCE_PERIOD: "1s",
+    STREAM_MESSAGE_BYTES: "2000",
+  };
+  suites.push(await startSuite(port, env, "kubescaler-rebalance"));
 }
 
 // A stream read to its end in the background, like a client that is not a browser.
@@ -90,6 +55,7 @@ before(async () => {
   const [a, b, front] = [await freePort(), await freePort(), await freePort()];
   globalThis.ports = { a, b };
   url = `http://127.0.0.1:${front}`;
+  json = jsonAt(url);
   // The stream Ingress's settings: no buffering, long reads, round robin, no affinity. An
   // instance not listening yet is skipped for that request only (max_fails=0).
   writeFileSync(
@@ -116,18 +82,13 @@ before(async () => {
   await json("/main/testdata", { method: "DELETE" });
   await json("/main/testdata?profiles=4&users_per_profile=3&seed=5", { method: "POST" });
   await until("test data", async () => (await json("/main/testdata")).state === "done");
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--no-first-run",
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
   for (const reader of readers) reader.abort();
   await browser?.close();
+  for (const suite of suites) suite.stop();
   for (const child of children) child.kill("SIGTERM");
   if (work) rmSync(work, { recursive: true, force: true });
 });

@@ -227,7 +227,7 @@ impl Nginx {
         let servers: String = upstreams.iter().map(|u| format!("server {u} max_fails=0; ")).collect();
         let d = dir.display();
         let config = format!(
-            "worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log; daemon off;
+            "master_process off; pid {d}/nginx.pid; error_log {d}/error.log; daemon off;
              events {{ worker_connections 1024; }}
              http {{
                access_log off;

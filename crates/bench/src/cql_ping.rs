@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Args;
-use kubescaler_shared::config::duration;
+use kubescaler_core::duration;
 use scylla::client::session_builder::SessionBuilder;
 
 const QUERY: &str = "SELECT release_version FROM system.local";
@@ -17,7 +17,7 @@ pub struct CqlPing {
     #[arg(long, env = "CASSANDRA_NODES", default_value = "127.0.0.1:9042")]
     nodes: String,
     /// Time allowed for connecting and the query together.
-    #[arg(long, value_parser = duration, default_value = "2s")]
+    #[arg(long, value_parser = duration::parse, default_value = "2s")]
     timeout: Duration,
 }
 

@@ -6,7 +6,8 @@
 #
 # Phases: toolchain, fmt, manifests, clippy, the all-in-one's tests and the browser test
 # (before any backing service runs), services (Redis, Cassandra), the workspace's tests, the
-# browser test of rebalancing (two instances behind nginx), the scaling chain (nginx +
+# API fuzzing (schemathesis against base and the all-in-one), the browser test of rebalancing
+# (two instances behind nginx), the scaling chain (nginx +
 # Prometheus + two stream instances). Each prints its time.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -86,6 +87,10 @@ summary=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^pass
 rm -f "$tests_log"
 [ "$rc" = 0 ] || exit "$rc"
 done_phase tests
+
+phase "API fuzzing (schemathesis from the OpenAPI documents: base on Cassandra, the all-in-one)"
+scripts/api-fuzz.sh
+done_phase "API fuzzing (schemathesis from the OpenAPI documents: base on Cassandra, the all-in-one)"
 
 phase "browser (rebalancing behind nginx, on Cassandra and Redis)"
 scripts/browser-test.sh rebalance

@@ -107,7 +107,7 @@ pub enum BaseError {
     /// base answered with an error of its own (`{"error","message"}`).
     #[error("base answered {status}: {message}")]
     Upstream { status: StatusCode, code: String, message: String },
-    #[error("base sent an answer main cannot read: {0}")]
+    #[error("base sent an answer that cannot be read: {0}")]
     Invalid(String),
 }
 

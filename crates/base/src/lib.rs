@@ -43,7 +43,8 @@ pub fn app(
     let readiness =
         Readiness::new(shutdown)
             .with_probe(Ping::probe(store.backend(), store.clone(), |store| store.ping()));
-    Ok(service_router(routes::router(store, hostname), readiness, metrics))
+    let (api, _) = kubescaler_server::openapi::split(routes::router(store, hostname), routes::describe);
+    Ok(service_router(api, readiness, metrics))
 }
 
 /// base ready to serve. Binds the port and starts connecting to Cassandra in the background;

@@ -3,32 +3,54 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use kubescaler_core::model::{Profile, ProfileBody, User, UserBody};
+use kubescaler_core::openapi::{NewProfile, NewUser};
 use kubescaler_core::{ProfileId, UserId, codes};
 use kubescaler_server::error::{Api, ApiPath};
-use kubescaler_server::host_name;
+use kubescaler_server::openapi::{self, ErrorBody, documented_host_name};
 use kubescaler_server::{ApiError, ApiJson};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::store::Store;
 
-type Db = State<Arc<dyn Store>>;
+type Db = Arc<dyn Store>;
 type ApiResult<T> = Result<T, ApiError>;
 
-pub fn router(store: Arc<dyn Store>, hostname: &str) -> Router {
-    Router::new()
-        .route("/", host_name(hostname))
-        .route("/users", get(list_users).post(create_user).delete(delete_all_users))
-        .route("/users/{id}", get(get_user).put(replace_user).delete(delete_user))
-        .route("/profiles", get(list_profiles).post(create_profile).delete(delete_all_profiles))
-        .route("/profiles/{id}", get(get_profile).put(replace_profile).delete(delete_profile))
-        .route("/profiles/user/{user_id}", get(profiles_of_user))
-        .route("/profiles/{id}/users/{user_id}", get(is_bound))
-        .with_state(store)
+/// The API, each route registered with its description (`#[utoipa::path]` beside each
+/// handler), so the router and [`openapi`] cannot disagree.
+pub fn router(store: Arc<dyn Store>, hostname: &str) -> OpenApiRouter {
+    routes(hostname).with_state(store)
+}
+
+fn routes(hostname: &str) -> OpenApiRouter<Db> {
+    OpenApiRouter::new()
+        .routes(documented_host_name(hostname))
+        .routes(routes!(list_users, create_user, delete_all_users))
+        .routes(routes!(get_user, replace_user, delete_user))
+        .routes(routes!(list_profiles, create_profile, delete_all_profiles))
+        .routes(routes!(get_profile, replace_profile, delete_profile))
+        .routes(routes!(profiles_of_user))
+        .routes(routes!(is_bound))
+}
+
+/// base's OpenAPI document: the API and the operational endpoints.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    describe(routes("").into_openapi())
+}
+
+/// The whole document around the API's paths.
+pub(crate) fn describe(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    openapi::document(
+        api,
+        "kubescaler base",
+        env!("CARGO_PKG_VERSION"),
+        "Users and profiles: the store every other service reads through. Internal to the \
+         cluster (no Ingress). Every failure is an `ErrorBody` with a stable `error` code.",
+    )
 }
 
 fn no_user(id: UserId) -> ApiError {
@@ -65,13 +87,45 @@ fn same_id<I: PartialEq + std::fmt::Display>(path: I, body: Option<I>) -> ApiRes
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "users",
+    summary = "Every user, in id order",
+    responses(
+        (status = 200, description = "Every user, in id order", body = Vec<User>),
+        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip_all)]
-async fn list_users(State(db): Db) -> ApiResult<ApiJson<Vec<User>>> {
+async fn list_users(State(db): State<Db>) -> ApiResult<ApiJson<Vec<User>>> {
     Ok(ApiJson(db.list_users().await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/users",
+    tag = "users",
+    summary = "Creates a user; base makes its id",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "The user created, with its new id", body = User, links(
+            ("GetUser" = (operation_id = "get_user", parameters(("id" = "$response.body#/id")))),
+            ("ReplaceUser" = (operation_id = "replace_user", parameters(("id" = "$response.body#/id")))),
+            ("DeleteUser" = (operation_id = "delete_user", parameters(("id" = "$response.body#/id")))),
+            ("ProfilesOfUser" = (operation_id = "profiles_of_user", parameters(("user_id" = "$response.body#/id")))),
+        )),
+        (status = 400, description = "The body is not JSON (`malformed_json`), or it carries an id: `id_not_allowed`", body = ErrorBody),
+        (status = 413, description = "The body is larger than 1 MiB: `body_too_large`", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`: `unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "The JSON does not fit the schema or its limits: `invalid_body`, naming the field", body = ErrorBody),
+        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(user.id))]
-async fn create_user(State(db): Db, ApiJson(body): ApiJson<UserBody>) -> ApiResult<impl IntoResponse> {
+async fn create_user(State(db): State<Db>, ApiJson(body): ApiJson<UserBody>) -> ApiResult<impl IntoResponse> {
     no_id_on_create(body.id, "user")?;
     let user = User { id: UserId::new_random(), name: body.name };
     tracing::Span::current().record("user.id", tracing::field::display(user.id));
@@ -79,16 +133,48 @@ async fn create_user(State(db): Db, ApiJson(body): ApiJson<UserBody>) -> ApiResu
     Ok((StatusCode::CREATED, ApiJson(user)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/users/{id}",
+    tag = "users",
+    summary = "One user",
+    params(("id" = UserId, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 400, description = "An id in the path is not a UUID: `invalid_id`", body = ErrorBody),
+        (status = 404, description = "No such user: `not_found`", body = ErrorBody),
+        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip(db))]
-async fn get_user(State(db): Db, Api(Path(id)): ApiPath<UserId>) -> ApiResult<ApiJson<User>> {
+async fn get_user(State(db): State<Db>, Api(Path(id)): ApiPath<UserId>) -> ApiResult<ApiJson<User>> {
     db.get_user(id).await?.map(ApiJson).ok_or_else(|| no_user(id))
 }
 
 /// Replaces an existing user. An unknown id is 404, not a create: ids are made by the service,
 /// and a late replace must not bring back a user deleted meanwhile.
+#[utoipa::path(
+    put,
+    path = "/users/{id}",
+    tag = "users",
+    summary = "Replaces an existing user's name (an unknown id is 404, never a create)",
+    params(("id" = UserId, Path, description = "The user's id")),
+    request_body = UserBody,
+    responses(
+        (status = 200, description = "The user as stored", body = User),
+        (status = 404, description = "No such user: `not_found`", body = ErrorBody),
+        (status = 400, description = "The body is not JSON (`malformed_json`), the path's id is not a UUID (`invalid_id`) or the body names another id (`id_mismatch`)", body = ErrorBody),
+        (status = 413, description = "The body is larger than 1 MiB: `body_too_large`", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`: `unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "The JSON does not fit the schema or its limits: `invalid_body`, naming the field", body = ErrorBody),
+        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip(db, body))]
 async fn replace_user(
-    State(db): Db,
+    State(db): State<Db>,
     Api(Path(id)): ApiPath<UserId>,
     ApiJson(body): ApiJson<UserBody>,
 ) -> ApiResult<ApiJson<User>> {
@@ -97,25 +183,84 @@ async fn replace_user(
     if db.replace_user(&user).await? { Ok(ApiJson(user)) } else { Err(no_user(id)) }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/users/{id}",
+    tag = "users",
+    summary = "Deletes a user and removes it from every profile; an unknown id is not an error",
+    params(("id" = UserId, Path, description = "The user's id")),
+    responses(
+        (status = 204, description = "The user is gone"),
+        (status = 400, description = "An id in the path is not a UUID: `invalid_id`", body = ErrorBody),
+        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip(db))]
-async fn delete_user(State(db): Db, Api(Path(id)): ApiPath<UserId>) -> ApiResult<StatusCode> {
+async fn delete_user(State(db): State<Db>, Api(Path(id)): ApiPath<UserId>) -> ApiResult<StatusCode> {
     db.delete_user(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/users",
+    tag = "users",
+    summary = "Deletes every user",
+    responses(
+        (status = 204, description = "Every user is deleted"),
+        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip_all)]
-async fn delete_all_users(State(db): Db) -> ApiResult<StatusCode> {
+async fn delete_all_users(State(db): State<Db>) -> ApiResult<StatusCode> {
     db.delete_all_users().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/profiles",
+    tag = "profiles",
+    summary = "Every profile, in id order",
+    responses(
+        (status = 200, description = "Every profile, in id order", body = Vec<Profile>),
+        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip_all)]
-async fn list_profiles(State(db): Db) -> ApiResult<ApiJson<Vec<Profile>>> {
+async fn list_profiles(State(db): State<Db>) -> ApiResult<ApiJson<Vec<Profile>>> {
     Ok(ApiJson(db.list_profiles().await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/profiles",
+    tag = "profiles",
+    summary = "Creates a profile; base makes its id",
+    request_body = NewProfile,
+    responses(
+        (status = 201, description = "The profile created, with its new id", body = Profile, links(
+            ("GetProfile" = (operation_id = "get_profile", parameters(("id" = "$response.body#/id")))),
+            ("ReplaceProfile" = (operation_id = "replace_profile", parameters(("id" = "$response.body#/id")))),
+            ("DeleteProfile" = (operation_id = "delete_profile", parameters(("id" = "$response.body#/id")))),
+            ("IsBound" = (operation_id = "is_bound", parameters(("id" = "$response.body#/id"), ("user_id" = "$response.body#/users/0")))),
+        )),
+        (status = 400, description = "The body is not JSON (`malformed_json`), or it carries an id: `id_not_allowed`", body = ErrorBody),
+        (status = 413, description = "The body is larger than 1 MiB: `body_too_large`", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`: `unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "The JSON does not fit the schema or its limits: `invalid_body`, naming the field", body = ErrorBody),
+        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(profile.id, users))]
-async fn create_profile(State(db): Db, ApiJson(body): ApiJson<ProfileBody>) -> ApiResult<impl IntoResponse> {
+async fn create_profile(
+    State(db): State<Db>,
+    ApiJson(body): ApiJson<ProfileBody>,
+) -> ApiResult<impl IntoResponse> {
     no_id_on_create(body.id, "profile")?;
     let profile = Profile { id: ProfileId::new_random(), users: body.users };
     let span = tracing::Span::current();
@@ -125,15 +270,47 @@ async fn create_profile(State(db): Db, ApiJson(body): ApiJson<ProfileBody>) -> A
     Ok((StatusCode::CREATED, ApiJson(profile)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/profiles/{id}",
+    tag = "profiles",
+    summary = "One profile",
+    params(("id" = ProfileId, Path, description = "The profile's id")),
+    responses(
+        (status = 200, description = "The profile", body = Profile),
+        (status = 400, description = "An id in the path is not a UUID: `invalid_id`", body = ErrorBody),
+        (status = 404, description = "No such profile: `not_found`", body = ErrorBody),
+        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip(db))]
-async fn get_profile(State(db): Db, Api(Path(id)): ApiPath<ProfileId>) -> ApiResult<ApiJson<Profile>> {
+async fn get_profile(State(db): State<Db>, Api(Path(id)): ApiPath<ProfileId>) -> ApiResult<ApiJson<Profile>> {
     db.get_profile(id).await?.map(ApiJson).ok_or_else(|| no_profile(id))
 }
 
 /// Replaces an existing profile's users; an unknown id is 404, as for users.
+#[utoipa::path(
+    put,
+    path = "/profiles/{id}",
+    tag = "profiles",
+    summary = "Replaces an existing profile's users (an unknown id is 404, never a create)",
+    params(("id" = ProfileId, Path, description = "The profile's id")),
+    request_body = ProfileBody,
+    responses(
+        (status = 200, description = "The profile as stored", body = Profile),
+        (status = 404, description = "No such profile: `not_found`", body = ErrorBody),
+        (status = 400, description = "The body is not JSON (`malformed_json`), the path's id is not a UUID (`invalid_id`) or the body names another id (`id_mismatch`)", body = ErrorBody),
+        (status = 413, description = "The body is larger than 1 MiB: `body_too_large`", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`: `unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "The JSON does not fit the schema or its limits: `invalid_body`, naming the field", body = ErrorBody),
+        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip(db, body))]
 async fn replace_profile(
-    State(db): Db,
+    State(db): State<Db>,
     Api(Path(id)): ApiPath<ProfileId>,
     ApiJson(body): ApiJson<ProfileBody>,
 ) -> ApiResult<ApiJson<Profile>> {
@@ -142,21 +319,58 @@ async fn replace_profile(
     if db.replace_profile(&profile).await? { Ok(ApiJson(profile)) } else { Err(no_profile(id)) }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/profiles/{id}",
+    tag = "profiles",
+    summary = "Deletes a profile; an unknown id is not an error",
+    params(("id" = ProfileId, Path, description = "The profile's id")),
+    responses(
+        (status = 204, description = "The profile is gone"),
+        (status = 400, description = "An id in the path is not a UUID: `invalid_id`", body = ErrorBody),
+        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip(db))]
-async fn delete_profile(State(db): Db, Api(Path(id)): ApiPath<ProfileId>) -> ApiResult<StatusCode> {
+async fn delete_profile(State(db): State<Db>, Api(Path(id)): ApiPath<ProfileId>) -> ApiResult<StatusCode> {
     db.delete_profile(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/profiles",
+    tag = "profiles",
+    summary = "Deletes every profile",
+    responses(
+        (status = 204, description = "Every profile is deleted"),
+        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip_all)]
-async fn delete_all_profiles(State(db): Db) -> ApiResult<StatusCode> {
+async fn delete_all_profiles(State(db): State<Db>) -> ApiResult<StatusCode> {
     db.delete_all_profiles().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/profiles/user/{user_id}",
+    tag = "profiles",
+    summary = "The profiles that hold a user (none for an unknown user), through the index",
+    params(("user_id" = UserId, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The profiles holding the user, in id order", body = Vec<Profile>),
+        (status = 400, description = "An id in the path is not a UUID: `invalid_id`", body = ErrorBody),
+        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip(db))]
 async fn profiles_of_user(
-    State(db): Db,
+    State(db): State<Db>,
     Api(Path(user)): ApiPath<UserId>,
 ) -> ApiResult<ApiJson<Vec<Profile>>> {
     Ok(ApiJson(db.profiles_of_user(user).await?))
@@ -164,9 +378,23 @@ async fn profiles_of_user(
 
 /// 204 when the user is in the profile; 404 (saying which) when it is not or there is no such
 /// profile. stream asks this before it takes a lock.
+#[utoipa::path(
+    get,
+    path = "/profiles/{id}/users/{user_id}",
+    tag = "profiles",
+    summary = "Whether a user is in a profile: what stream asks before it takes a lock",
+    params(("id" = ProfileId, Path, description = "The profile's id"), ("user_id" = UserId, Path, description = "The user's id")),
+    responses(
+        (status = 204, description = "The user is in the profile"),
+        (status = 400, description = "An id in the path is not a UUID: `invalid_id`", body = ErrorBody),
+        (status = 404, description = "No such profile (`not_found`), or the user is not in it (`not_bound`)", body = ErrorBody),
+        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip(db))]
 async fn is_bound(
-    State(db): Db,
+    State(db): State<Db>,
     Api(Path((id, user))): ApiPath<(ProfileId, UserId)>,
 ) -> ApiResult<StatusCode> {
     let profile = db.get_profile(id).await?.ok_or_else(|| no_profile(id))?;

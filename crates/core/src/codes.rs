@@ -64,3 +64,46 @@ pub const BAD_GATEWAY: &str = "bad_gateway";
 pub const UPSTREAM_ERROR: &str = "upstream_error";
 /// A bug or an unexpected failure; the cause is in the service's logs.
 pub const INTERNAL: &str = "internal";
+
+/// Every code above, for the OpenAPI description's list of the codes an answer may carry.
+pub const ALL: &[&str] = &[
+    INVALID_ID,
+    INVALID_PARAMETER,
+    MALFORMED_JSON,
+    INVALID_BODY,
+    UNSUPPORTED_MEDIA_TYPE,
+    BODY_TOO_LARGE,
+    UNREADABLE_BODY,
+    ID_NOT_ALLOWED,
+    ID_MISMATCH,
+    UNAUTHORIZED,
+    NO_ROUTE,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    NOT_BOUND,
+    CONFLICT,
+    GENERATION_RUNNING,
+    LOCKED,
+    TOO_MANY_STREAMS,
+    REBALANCING,
+    UNAVAILABLE,
+    SHUTTING_DOWN,
+    NOT_READY,
+    GATEWAY_TIMEOUT,
+    BAD_GATEWAY,
+    UPSTREAM_ERROR,
+    INTERNAL,
+];
+
+#[cfg(test)]
+mod tests {
+    /// A code added above and forgotten in `ALL` would be missing from the published contract.
+    #[test]
+    fn all_lists_every_code_once() {
+        let source = include_str!("codes.rs");
+        let declared = source.matches("pub const ").count() - 1; // `ALL` itself
+        assert_eq!(super::ALL.len(), declared);
+        let unique: std::collections::BTreeSet<_> = super::ALL.iter().collect();
+        assert_eq!(unique.len(), super::ALL.len());
+    }
+}

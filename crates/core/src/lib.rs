@@ -8,12 +8,15 @@
 //! - [`keys`]: the Redis key schema, shared by stream (writer) and main (reader).
 //! - [`duration`]: the syntax of every duration setting (`10s`, `250ms`).
 //! - [`pairs`]: files of `user profile` lines, as the load tools read them.
+//! - `openapi` (feature `openapi`): the values' OpenAPI schemas, with the limits they enforce.
 
 pub mod codes;
 pub mod duration;
 pub mod ids;
 pub mod keys;
 pub mod model;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod pairs;
 
 pub use ids::{IdError, ProfileId, UserId};

@@ -105,12 +105,14 @@ impl<'de> Deserialize<'de> for ProfileUsers {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub id: UserId,
     pub name: UserName,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
     pub id: ProfileId,
@@ -121,9 +123,11 @@ pub struct Profile {
 /// that sends whole objects, like the original's, puts in a create); base refuses any other id
 /// on a create and one that differs from the path's on a replace. Unknown fields (a typo) are
 /// refused rather than ignored: a silently dropped field is a bug the client never hears about.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserBody {
+    /// Left out or null; on a replace it may be the path's own id, as a GET answered it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<UserId>,
     pub name: UserName,
@@ -137,9 +141,11 @@ impl UserBody {
 }
 
 /// Body of `POST /profiles` and `PUT /profiles/{id}`; `id` as in [`UserBody`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileBody {
+    /// Left out or null; on a replace it may be the path's own id, as a GET answered it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<ProfileId>,
     pub users: ProfileUsers,

@@ -10,14 +10,18 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{OriginalUri, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{any, get};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::any;
 use kubescaler_core::model::{Profile, User};
 use kubescaler_core::{ProfileId, UserId, codes};
-use kubescaler_server::error::{Api, ApiPath, ApiQuery, method_not_allowed_for, no_route_for};
+use kubescaler_server::error::{Api, ApiPath, ApiQuery, method_not_allowed_response, no_route_for};
 use kubescaler_server::host_name;
+use kubescaler_server::openapi::{self, ErrorBody, documented_host_name};
 use kubescaler_server::{ApiError, ApiJson};
 use subtle::ConstantTimeEq;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::launched::LaunchedReader;
 use crate::testdata::{Params, Progress, TestData};
@@ -47,21 +51,111 @@ impl std::fmt::Debug for AppState {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The API at the root: `/users`, `/login/{userId}`, … and `/`, the instance's name.
-pub fn api(state: AppState) -> Router {
-    let admin = Router::new()
-        .route("/testdata", get(testdata_progress).post(start_testdata).delete(drop_testdata))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    Router::new()
-        .route("/", host_name(&state.hostname))
-        .route("/users", get(users))
-        .route("/profiles", get(profiles))
-        .route("/suggested", get(suggested))
-        .route("/login/{user_id}", get(login))
-        .route("/{user_id}/{profile_id}", any(agent_page))
-        .merge(admin)
-        .with_state(state)
+/// The API, each route registered with its description (`#[utoipa::path]` beside each
+/// handler), so the router and [`openapi`] cannot disagree.
+fn routes(hostname: &str, admin_token: Option<Arc<str>>) -> OpenApiRouter<AppState> {
+    let admin = middleware::from_fn(move |request: Request, next: Next| {
+        require_admin(admin_token.clone(), request, next)
+    });
+    OpenApiRouter::new()
+        .routes(documented_host_name(hostname))
+        .routes(routes!(users))
+        .routes(routes!(profiles))
+        .routes(routes!(suggested))
+        .routes(routes!(login))
+        .routes(agent_page_route())
+        .routes(routes!(api_page))
+        .routes(
+            routes!(testdata_progress, start_testdata, drop_testdata)
+                .map(|methods| methods.route_layer(admin)),
+        )
 }
+
+/// The API at the root: `/users`, `/login/{userId}`, … and `/`, the instance's name; its
+/// description at `/openapi.json` and the browsable page at `/docs`.
+pub fn api(state: AppState) -> Router {
+    let routes = routes(&state.hostname, state.admin_token.clone());
+    let (api, _) = openapi::split(routes.with_state(state), describe);
+    api.merge(api_page_files())
+}
+
+/// main's OpenAPI document: the API and the operational endpoints.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    describe(routes("", None).into_openapi())
+}
+
+fn describe(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let mut doc = openapi::document(
+        api,
+        "kubescaler main",
+        env!("CARGO_PKG_VERSION"),
+        "Listings, test data and the launched profiles of a user: the public REST side of \
+         kubescaler, reached under `/main` through the Ingress or the all-in-one's front door. \
+         Every failure is an `ErrorBody` with a stable `error` code. The stream service's \
+         contract (Server-Sent Events) is described in docs/STREAM.md.",
+    );
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        ADMIN_AUTH,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("`ADMIN_TOKEN`; required only when the service sets one"))
+                .build(),
+        ),
+    );
+    openapi::with_servers(
+        doc,
+        &[
+            ("/main", "Through the Ingress, the all-in-one's front door, or main itself"),
+            ("/", "main itself, which also serves its API at the root"),
+        ],
+    )
+}
+
+/// The browsable API page, on swagger-ui's files embedded in the binary. The page and its
+/// files are addressed relatively, so it works wherever main is mounted (`/docs`, `/main/docs`
+/// through the front door or the Ingress) and loads nothing from elsewhere.
+#[utoipa::path(
+    get,
+    path = "/docs",
+    tag = "operations",
+    summary = "This API, browsable (swagger-ui)",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)),
+)]
+async fn api_page() -> Html<&'static str> {
+    Html(DOCS_PAGE)
+}
+
+/// swagger-ui's files, under [`DOCS_ASSETS`]: files of the page, not operations of the API.
+fn api_page_files() -> Router {
+    swagger_ui_dist::generate_routes(swagger_ui_dist::ApiDefinition {
+        uri_prefix: DOCS_ASSETS,
+        api_definition: swagger_ui_dist::OpenApiSource::Uri("openapi.json"),
+        title: Some("kubescaler main"),
+    })
+}
+
+/// Where swagger-ui's files are served (the crate's own index page there is not linked).
+const DOCS_ASSETS: &str = "/docs/assets";
+
+const DOCS_PAGE: &str = r##"<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>kubescaler main — API</title>
+  <link rel="stylesheet" href="docs/assets/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="docs/assets/swagger-ui-bundle.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({ url: "openapi.json", dom_id: "#swagger-ui", deepLinking: true });
+  </script>
+</body>
+</html>
+"##;
 
 /// The API at the root and again under `/main`, for a main of its own.
 pub fn router(state: AppState) -> Router {
@@ -71,10 +165,21 @@ pub fn router(state: AppState) -> Router {
     Router::new().merge(api.clone()).nest("/main", api).merge(root)
 }
 
+/// `/{user_id}/{profile_id}` catches every two-segment path and every method, so that what is
+/// not two ids answers as no route (404) and another method on two ids as 405, rather than
+/// axum's verdict on the parameters.
+fn agent_page_route() -> UtoipaMethodRouter<AppState> {
+    let (schemas, paths, _): UtoipaMethodRouter<AppState> = routes!(agent_page);
+    (schemas, paths, any(agent_page))
+}
+
+/// The security scheme of the test-data changes (the name the operations' `security` use).
+const ADMIN_AUTH: &str = "admin_token";
+
 /// With `ADMIN_TOKEN` set, changing test data needs `Authorization: Bearer <token>`.
 /// Reading progress stays open: it reveals nothing and the agent page may poll it.
-async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(expected) = &state.admin_token else { return next.run(request).await };
+async fn require_admin(admin_token: Option<Arc<str>>, request: Request, next: Next) -> Response {
+    let Some(expected) = admin_token else { return next.run(request).await };
     if request.method() == axum::http::Method::GET {
         return next.run(request).await;
     }
@@ -98,16 +203,55 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
     response
 }
 
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "data",
+    summary = "Every user (from base)",
+    responses(
+        (status = 200, description = "Every user, in id order", body = Vec<User>),
+        (status = 502, description = "base failed or sent an answer main cannot read: `bad_gateway`", body = ErrorBody),
+        (status = 503, description = "base does not answer: `unavailable`, `dependency`: `base`", body = ErrorBody),
+        (status = 504, description = "base did not answer in time: `gateway_timeout`", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip_all)]
 async fn users(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<User>>> {
     Ok(ApiJson(state.base.list_users().await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/profiles",
+    tag = "data",
+    summary = "Every profile (from base)",
+    responses(
+        (status = 200, description = "Every profile, in id order", body = Vec<Profile>),
+        (status = 502, description = "base failed or sent an answer main cannot read: `bad_gateway`", body = ErrorBody),
+        (status = 503, description = "base does not answer: `unavailable`, `dependency`: `base`", body = ErrorBody),
+        (status = 504, description = "base did not answer in time: `gateway_timeout`", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip_all)]
 async fn profiles(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<Profile>>> {
     Ok(ApiJson(state.base.list_profiles().await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/suggested",
+    tag = "data",
+    summary = "Users bound to at least two profiles, computed from the data",
+    responses(
+        (status = 200, description = "The users, in id order", body = Vec<UserId>),
+        (status = 502, description = "base failed or sent an answer main cannot read: `bad_gateway`", body = ErrorBody),
+        (status = 503, description = "base does not answer: `unavailable`, `dependency`: `base`", body = ErrorBody),
+        (status = 504, description = "base did not answer in time: `gateway_timeout`", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`", body = ErrorBody),
+    ),
+)]
 /// Users bound to at least two profiles, computed from the data itself so that every replica
 /// gives the same answer.
 #[tracing::instrument(skip_all)]
@@ -120,6 +264,21 @@ async fn suggested(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<UserI
     Ok(ApiJson(counts.into_iter().filter(|&(_, n)| n >= 2).map(|(user, _)| user).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/login/{user_id}",
+    tag = "data",
+    summary = "The user's profiles that are streaming now",
+    params(("user_id" = UserId, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The ids of the user's launched profiles (none for an unknown user)", body = Vec<ProfileId>),
+        (status = 400, description = "The id is not a UUID: `invalid_id`", body = ErrorBody),
+        (status = 502, description = "base failed or sent an answer main cannot read: `bad_gateway`", body = ErrorBody),
+        (status = 503, description = "base, or a quorum of the Redis instances, does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
+        (status = 504, description = "base did not answer in time: `gateway_timeout`", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`", body = ErrorBody),
+    ),
+)]
 /// The user's profiles that are streaming now: base's profiles-of-user, then one round of
 /// Redis reads for all of them together.
 #[tracing::instrument(skip(state))]
@@ -132,6 +291,20 @@ async fn login(
     Ok(ApiJson(profiles.into_iter().zip(launched).filter_map(|(p, on)| on.then_some(p)).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/{user_id}/{profile_id}",
+    tag = "data",
+    summary = "The original's link to the test agent page of a user and profile",
+    params(
+        ("user_id" = UserId, Path, description = "The user's id"),
+        ("profile_id" = ProfileId, Path, description = "The profile's id"),
+    ),
+    responses(
+        (status = 307, description = "To the agent page, `/index/{user_id}/{profile_id}`", headers(("location" = String))),
+        (status = 404, description = "A two-segment path that is not two ids is no route of main's: `no_route`", body = ErrorBody),
+    ),
+)]
 /// The original's link to the test agent, `/{userId}/{profileId}`. Every other path of two
 /// segments lands here too (`/actuator/health`, a typo of a route) and is no route of main's:
 /// 404, not a complaint that `actuator` is not a user id.
@@ -147,15 +320,38 @@ async fn agent_page(
         return no_route_for(&method, &uri).into_response();
     };
     if method != Method::GET && method != Method::HEAD {
-        return method_not_allowed_for(&method, &uri).into_response();
+        return method_not_allowed_response(&method, &uri, "GET,HEAD");
     }
     Redirect::temporary(&format!("/index/{user}/{profile}")).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/testdata",
+    tag = "testdata",
+    summary = "The progress of the last test-data generation",
+    responses(
+        (status = 200, description = "The progress (`idle` before any run)", body = Progress),
+    ),
+)]
 async fn testdata_progress(State(state): State<AppState>) -> ApiJson<Progress> {
     ApiJson(state.testdata.progress())
 }
 
+#[utoipa::path(
+    post,
+    path = "/testdata",
+    tag = "testdata",
+    summary = "Starts generating random users and profiles in the background",
+    params(Params),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 202, description = "Started; poll `GET /testdata`", body = Progress),
+        (status = 400, description = "A parameter is out of its bounds, does not parse or is unknown: `invalid_parameter`", body = ErrorBody),
+        (status = 401, description = "`ADMIN_TOKEN` is set and the request does not carry it: `unauthorized` (with `WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 409, description = "A generation is already running: `generation_running`", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip(state))]
 async fn start_testdata(
     State(state): State<AppState>,
@@ -164,6 +360,22 @@ async fn start_testdata(
     Ok((StatusCode::ACCEPTED, ApiJson(state.testdata.start(&params)?)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/testdata",
+    tag = "testdata",
+    summary = "Deletes every user and profile",
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 204, description = "Everything is deleted"),
+        (status = 401, description = "`ADMIN_TOKEN` is set and the request does not carry it: `unauthorized` (with `WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 409, description = "A generation is running: `generation_running`", body = ErrorBody),
+        (status = 502, description = "base failed or sent an answer main cannot read: `bad_gateway`", body = ErrorBody),
+        (status = 503, description = "base does not answer: `unavailable`, `dependency`: `base`", body = ErrorBody),
+        (status = 504, description = "base did not answer in time: `gateway_timeout`", body = ErrorBody),
+        (status = 500, description = "An unexpected failure: `internal`", body = ErrorBody),
+    ),
+)]
 /// Drops all users and profiles. Refused while a generation runs: it would leave half of the
 /// new data behind.
 #[tracing::instrument(skip_all)]

@@ -30,11 +30,17 @@ pub const MIN_SIZE: u32 = 2;
 pub const MAX_SIZE: u32 = 100;
 
 /// Query parameters of `POST /testdata`; a size left out is drawn at random in its bounds.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Params {
+    /// How many profiles (2 to 100); random when left out.
+    #[param(minimum = 2, maximum = 100)]
     pub profiles: Option<u32>,
+    /// How many new users each profile gets (2 to 100); random when left out.
+    #[param(minimum = 2, maximum = 100)]
     pub users_per_profile: Option<u32>,
+    /// The seed of the random plan: a seed always gives the same names and sizes.
     pub seed: Option<u64>,
 }
 
@@ -54,7 +60,7 @@ impl Params {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Idle,
@@ -64,7 +70,7 @@ pub enum State {
 }
 
 /// What `GET /testdata` answers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Progress {
     pub state: State,
     pub seed: Option<u64>,

@@ -281,6 +281,14 @@ pub fn method_not_allowed_for(method: &Method, uri: &Uri) -> ApiError {
     )
 }
 
+/// That 405 as an answer, with the `Allow` header HTTP requires of it (`allow`: `GET,HEAD`),
+/// as axum's own 405s carry it.
+pub fn method_not_allowed_response(method: &Method, uri: &Uri, allow: &'static str) -> Response {
+    let mut response = method_not_allowed_for(method, uri).into_response();
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,10 +12,13 @@
 //! - [`server`]: the [`Server`] that binds (port 0 in tests), serves and drains, and the
 //!   [`Service`] every service's `build` returns.
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
+//! - [`openapi`]: what every service's OpenAPI document shares (error body, operational
+//!   endpoints, `/openapi.json`).
 
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod readiness;
 pub mod router;
 pub mod server;

@@ -67,6 +67,11 @@ pub(crate) async fn record(State(metrics): State<HttpMetrics>, request: Request,
     response
 }
 
+/// The Prometheus text exposition of every metric of the process.
+#[utoipa::path(get, path = "/metrics", tag = crate::openapi::OPS_TAG, responses(
+    (status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4", body = String),
+    (status = 500, description = "The metrics could not be encoded", body = crate::openapi::ErrorBody),
+))]
 pub(crate) async fn metrics_text(State(registry): State<Registry>) -> Response {
     let mut buffer = Vec::new();
     match TextEncoder::new().encode(&registry.gather(), &mut buffer) {

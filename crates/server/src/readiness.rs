@@ -127,6 +127,12 @@ impl Readiness {
     }
 }
 
+/// Ready: every dependency answered its check within its time.
+#[utoipa::path(get, path = "/readyz", tag = crate::openapi::OPS_TAG, responses(
+    (status = 200, description = "Every dependency answers", body = crate::openapi::Ready),
+    (status = 503, description = "A dependency does not answer (`not_ready`, with `failing` and `checks`), \
+        or the service is shutting down (`shutting_down`)", body = crate::openapi::ErrorBody),
+))]
 pub(crate) async fn readyz(State(readiness): State<Readiness>) -> Response {
     if readiness.shutdown.is_cancelled() {
         return ApiError::new(

@@ -4,6 +4,7 @@
 
 mod helpers;
 mod lifecycle;
+mod openapi;
 mod ops;
 mod profiles;
 mod users;

@@ -4,6 +4,7 @@
 
 mod helpers;
 mod login;
+mod openapi;
 mod outages;
 mod routes;
 mod testdata;

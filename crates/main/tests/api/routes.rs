@@ -30,8 +30,17 @@ async fn agent_page_redirect() {
         assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
         assert_eq!(response.headers()["location"], format!("/index/{user}/{profile}").as_str());
     }
-    let response = main.client.post(main.url(&format!("/{user}/{profile}"))).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    // Any other method is 405 and says which are allowed, as every 405 must (RFC 9110).
+    for method in [reqwest::Method::POST, reqwest::Method::TRACE, reqwest::Method::DELETE] {
+        let response = main
+            .client
+            .request(method.clone(), main.url(&format!("/{user}/{profile}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(response.headers()["allow"], "GET,HEAD", "{method}");
+    }
 }
 
 /// `/{userId}/{profileId}` takes every path of two segments; only two ids are the agent page.

@@ -62,7 +62,8 @@ impl<'de> Deserialize<'de> for UserName {
     }
 }
 
-/// The users of a profile: a set (duplicates collapse), at most `MAX_USERS_PER_PROFILE`.
+/// The users of a profile: a set (duplicates collapse), at most `MAX_USERS_PER_PROFILE`; a
+/// body's list may hold at most that many ids, duplicates included.
 /// Ordered, so every backend lists a profile's users in the same order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -100,8 +101,14 @@ impl ProfileUsers {
 
 impl<'de> Deserialize<'de> for ProfileUsers {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // The body limit bounds how many ids can arrive here before the count is checked.
-        Self::new(Vec::<UserId>::deserialize(d)?).map_err(serde::de::Error::custom)
+        // The body limit bounds how many ids can arrive here before the count is checked. The
+        // list is counted as sent, duplicates included: that is the `maxItems` the API's
+        // description publishes, and a list the description calls invalid is refused.
+        let ids = Vec::<UserId>::deserialize(d)?;
+        if ids.len() > MAX_USERS_PER_PROFILE {
+            return Err(serde::de::Error::custom(TooManyUsers(ids.len())));
+        }
+        Self::new(ids).map_err(serde::de::Error::custom)
     }
 }
 
@@ -187,6 +194,23 @@ mod tests {
         assert_eq!(users.len(), 1);
         let many = (0..=MAX_USERS_PER_PROFILE).map(|_| UserId::new_random());
         assert_eq!(ProfileUsers::new(many).unwrap_err(), TooManyUsers(MAX_USERS_PER_PROFILE + 1));
+    }
+
+    /// Found by the API fuzzer: 10,001 copies of one id collapsed to one user and were
+    /// accepted, while the published `maxItems` says such a list is invalid.
+    #[test]
+    fn a_list_longer_than_the_limit_is_refused_even_of_duplicates() {
+        let id = UserId::new_random();
+        let over =
+            format!(r#"{{"users":[{}]}}"#, vec![format!("\"{id}\""); MAX_USERS_PER_PROFILE + 1].join(","));
+        let err = serde_json::from_str::<ProfileBody>(&over).unwrap_err();
+        assert!(err.to_string().contains("at most 10000 users, got 10001"), "{err}");
+        let at = format!(r#"{{"users":[{}]}}"#, vec![format!("\"{id}\""); MAX_USERS_PER_PROFILE].join(","));
+        assert_eq!(
+            serde_json::from_str::<ProfileBody>(&at).unwrap().users.len(),
+            1,
+            "duplicates still collapse"
+        );
     }
 
     #[test]

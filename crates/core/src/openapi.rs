@@ -143,8 +143,8 @@ impl PartialSchema for ProfileUsers {
             .items(UserId::schema())
             .max_items(Some(MAX_USERS_PER_PROFILE))
             .description(Some(format!(
-                "The profile's users, at most {MAX_USERS_PER_PROFILE}; duplicates collapse, \
-                 and answers list them once each, in id order"
+                "The profile's users: at most {MAX_USERS_PER_PROFILE} ids as sent (duplicates \
+                 count); duplicates collapse, and answers list each user once, in id order"
             )))
             .into()
     }

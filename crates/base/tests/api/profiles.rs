@@ -52,6 +52,13 @@ async fn profile_limit_is_ten_thousand_users() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let (_, got) = app.get(&format!("/profiles/{}", id(&profile))).await;
     assert_eq!(got["users"].as_array().unwrap().len(), 10_000, "a refused replace changes nothing");
+
+    // The limit counts the list as sent, as the published `maxItems` does: 10,001 copies of one
+    // id are refused too (found by the API fuzzer; they used to collapse to one user).
+    let copies = vec![users[0].clone(); 10_001];
+    let (status, error) = app.post("/profiles", json!({ "users": copies })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert!(error["message"].as_str().unwrap().contains("got 10001"), "{error}");
 }
 
 #[tokio::test]

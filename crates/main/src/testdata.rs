@@ -45,7 +45,8 @@ pub struct Params {
 }
 
 impl Params {
-    fn validate(&self) -> Result<(), ApiError> {
+    /// Refuses sizes out of [`MIN_SIZE`, `MAX_SIZE`] with a 400 that names the parameter.
+    pub fn validate(&self) -> Result<(), ApiError> {
         for (name, value) in [("profiles", self.profiles), ("users_per_profile", self.users_per_profile)] {
             if let Some(v) = value
                 && !(MIN_SIZE..=MAX_SIZE).contains(&v)

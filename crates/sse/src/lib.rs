@@ -56,6 +56,8 @@ pub struct Parser {
     /// Fields of `pending` read so far, and how many of them were `data:` lines.
     fields: usize,
     data_lines: usize,
+    /// Whether the first line has been read (the only one a byte-order mark may open).
+    started: bool,
 }
 
 impl Parser {
@@ -73,7 +75,13 @@ impl Parser {
     pub fn next_event(&mut self) -> Option<Event> {
         loop {
             let (line_end, next) = self.next_line_end()?;
-            let line = String::from_utf8_lossy(&self.buffer[..line_end]).into_owned();
+            let mut line = String::from_utf8_lossy(&self.buffer[..line_end]).into_owned();
+            // A byte-order mark may open the stream; it is not part of the first field's name.
+            if !std::mem::replace(&mut self.started, true)
+                && let Some(rest) = line.strip_prefix('\u{feff}')
+            {
+                line = rest.to_owned();
+            }
             self.buffer.drain(..next);
             self.scanned = 0;
             if line.is_empty() {
@@ -117,6 +125,8 @@ impl Parser {
         let event = &mut self.pending;
         match name {
             "event" => event.event = Some(value.to_owned()),
+            // As an `EventSource` does: an id holding NUL is ignored, not kept.
+            "id" if value.contains('\0') => return,
             "id" => event.id = Some(value.to_owned()),
             "data" => {
                 if self.data_lines > 0 {
@@ -125,7 +135,15 @@ impl Parser {
                 event.data.push_str(value);
                 self.data_lines += 1;
             }
-            "retry" => event.retry = value.parse().ok().map(Duration::from_millis),
+            // Only ASCII digits are a retry (`+500` or ` 5` are not); any other value is ignored
+            // rather than clearing one read before, as an `EventSource` does.
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                match value.parse() {
+                    Ok(ms) => event.retry = Some(Duration::from_millis(ms)),
+                    Err(_) => return,
+                }
+            }
+            "retry" => return,
             _ => return,
         }
         self.fields += 1;
@@ -164,6 +182,20 @@ mod tests {
         );
         assert!(whole[1].is_message());
         assert_eq!((whole[2].name(), whole[2].data.as_str()), ("shutdown", "{}"));
+    }
+
+    /// The field rules of an `EventSource` where the fuzzer found this parser lenient: a
+    /// `retry` that is not only digits is ignored (and keeps the one before), an `id` with NUL
+    /// is ignored, and a byte-order mark opening the stream is dropped.
+    #[test]
+    fn fields_follow_the_event_source_rules() {
+        let read = events(&[b"\xEF\xBB\xBFretry: 500\nretry: +7\nretry: 9x\nretry:\nid: a\0b\ndata: x\n\n"]);
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].retry, Some(Duration::from_millis(500)));
+        assert_eq!(read[0].id, None);
+        assert_eq!(read[0].data, "x");
+        let late_bom = events(&[b"data: a\n\n\xEF\xBB\xBFdata: b\n\n"]);
+        assert_eq!(late_bom.len(), 1, "a mark inside the stream opens no field: {late_bom:?}");
     }
 
     #[test]

@@ -12,7 +12,9 @@
 # one-node lab cluster kept beside this repository (../shared/k8s-lab, or $K8S_LAB) is brought
 # up first, and purged at the end when this run started it: that is how CI gets a cluster.
 #
-#   --overlay        the overlay under k8s/overlays to deploy (default minikube)
+#   --overlay        the overlay under k8s/overlays to deploy (default minikube); `ha` runs the
+#                    failure drills of scripts/e2e_ha.py on the highly available suite instead
+#                    of the scaling checks
 #   --keep           leave the suite (and a cluster this run started) running afterwards
 #   --streams        streams of the load on stream (default 30: min(5, ceil(30/5)) = 5 replicas)
 #   --ingress-from   where the Ingress controller runs, for the NetworkPolicy that admits it
@@ -354,10 +356,16 @@ fi
 
 phase checks
 set +e
-"$VENV/bin/python" scripts/e2e_cluster.py --root "$ROOT" --bin "$target/release" --work "$work" \
-  --kustomization "$kustomization" --keda-kustomization "$STATE/e2e/overlay-keda" --keda-dir "$keda_dir" \
-  --streams "$STREAMS" ${INGRESS_URL:+--ingress-url "$INGRESS_URL"} \
-  2>&1 | tee "$work/checks.log"
+if [ "$OVERLAY" = ha ]; then
+  # The highly available suite: the failure drills (scripts/e2e_ha.py) instead of the scaling checks.
+  "$VENV/bin/python" scripts/e2e_ha.py --root "$ROOT" --kustomization "$kustomization" \
+    ${INGRESS_URL:+--ingress-url "$INGRESS_URL"} 2>&1 | tee "$work/checks.log"
+else
+  "$VENV/bin/python" scripts/e2e_cluster.py --root "$ROOT" --bin "$target/release" --work "$work" \
+    --kustomization "$kustomization" --keda-kustomization "$STATE/e2e/overlay-keda" --keda-dir "$keda_dir" \
+    --streams "$STREAMS" ${INGRESS_URL:+--ingress-url "$INGRESS_URL"} \
+    2>&1 | tee "$work/checks.log"
+fi
 rc=${PIPESTATUS[0]}
 set -e
 grep -E '^(PASS|FAIL)  ' "$work/checks.log" >>"$results" || true

@@ -10,7 +10,7 @@ use kubescaler_core::model::{Profile, ProfileBody, User, UserBody};
 use kubescaler_core::openapi::{NewProfile, NewUser};
 use kubescaler_core::{ProfileId, UserId, codes};
 use kubescaler_server::error::{Api, ApiPath};
-use kubescaler_server::openapi::{self, ErrorBody, documented_host_name};
+use kubescaler_server::openapi::{self, BodyErrors, ErrorBody, documented_host_name};
 use kubescaler_server::{ApiError, ApiJson};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -51,6 +51,18 @@ pub(crate) fn describe(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenAp
         "Users and profiles: the store every other service reads through. Internal to the \
          cluster (no Ingress). Every failure is an `ErrorBody` with a stable `error` code.",
     )
+}
+
+/// What every operation on the store may answer besides its own result.
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum StoreErrors {
+    /// The store does not answer: `unavailable`, `dependency` names it
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+    /// An unexpected failure: `internal`, the cause is in the service's logs
+    #[response(status = 500)]
+    Internal(ErrorBody),
 }
 
 fn no_user(id: UserId) -> ApiError {
@@ -94,8 +106,7 @@ fn same_id<I: PartialEq + std::fmt::Display>(path: I, body: Option<I>) -> ApiRes
     summary = "Every user, in id order",
     responses(
         (status = 200, description = "Every user, in id order", body = Vec<User>),
-        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+        StoreErrors,
     ),
 )]
 #[tracing::instrument(skip_all)]
@@ -116,12 +127,8 @@ async fn list_users(State(db): State<Db>) -> ApiResult<ApiJson<Vec<User>>> {
             ("DeleteUser" = (operation_id = "delete_user", parameters(("id" = "$response.body#/id")))),
             ("ProfilesOfUser" = (operation_id = "profiles_of_user", parameters(("user_id" = "$response.body#/id")))),
         )),
-        (status = 400, description = "The body is not JSON (`malformed_json`), or it carries an id: `id_not_allowed`", body = ErrorBody),
-        (status = 413, description = "The body is larger than 1 MiB: `body_too_large`", body = ErrorBody),
-        (status = 415, description = "The body is not `application/json`: `unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "The JSON does not fit the schema or its limits: `invalid_body`, naming the field", body = ErrorBody),
-        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+        BodyErrors,
+        StoreErrors,
     ),
 )]
 #[tracing::instrument(skip_all, fields(user.id))]
@@ -143,8 +150,7 @@ async fn create_user(State(db): State<Db>, ApiJson(body): ApiJson<UserBody>) -> 
         (status = 200, description = "The user", body = User),
         (status = 400, description = "An id in the path is not a UUID: `invalid_id`", body = ErrorBody),
         (status = 404, description = "No such user: `not_found`", body = ErrorBody),
-        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+        StoreErrors,
     ),
 )]
 #[tracing::instrument(skip(db))]
@@ -164,12 +170,8 @@ async fn get_user(State(db): State<Db>, Api(Path(id)): ApiPath<UserId>) -> ApiRe
     responses(
         (status = 200, description = "The user as stored", body = User),
         (status = 404, description = "No such user: `not_found`", body = ErrorBody),
-        (status = 400, description = "The body is not JSON (`malformed_json`), the path's id is not a UUID (`invalid_id`) or the body names another id (`id_mismatch`)", body = ErrorBody),
-        (status = 413, description = "The body is larger than 1 MiB: `body_too_large`", body = ErrorBody),
-        (status = 415, description = "The body is not `application/json`: `unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "The JSON does not fit the schema or its limits: `invalid_body`, naming the field", body = ErrorBody),
-        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+        BodyErrors,
+        StoreErrors,
     ),
 )]
 #[tracing::instrument(skip(db, body))]
@@ -192,8 +194,7 @@ async fn replace_user(
     responses(
         (status = 204, description = "The user is gone"),
         (status = 400, description = "An id in the path is not a UUID: `invalid_id`", body = ErrorBody),
-        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+        StoreErrors,
     ),
 )]
 #[tracing::instrument(skip(db))]
@@ -209,8 +210,7 @@ async fn delete_user(State(db): State<Db>, Api(Path(id)): ApiPath<UserId>) -> Ap
     summary = "Deletes every user",
     responses(
         (status = 204, description = "Every user is deleted"),
-        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+        StoreErrors,
     ),
 )]
 #[tracing::instrument(skip_all)]
@@ -226,8 +226,7 @@ async fn delete_all_users(State(db): State<Db>) -> ApiResult<StatusCode> {
     summary = "Every profile, in id order",
     responses(
         (status = 200, description = "Every profile, in id order", body = Vec<Profile>),
-        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+        StoreErrors,
     ),
 )]
 #[tracing::instrument(skip_all)]
@@ -248,12 +247,8 @@ async fn list_profiles(State(db): State<Db>) -> ApiResult<ApiJson<Vec<Profile>>>
             ("DeleteProfile" = (operation_id = "delete_profile", parameters(("id" = "$response.body#/id")))),
             ("IsBound" = (operation_id = "is_bound", parameters(("id" = "$response.body#/id"), ("user_id" = "$response.body#/users/0")))),
         )),
-        (status = 400, description = "The body is not JSON (`malformed_json`), or it carries an id: `id_not_allowed`", body = ErrorBody),
-        (status = 413, description = "The body is larger than 1 MiB: `body_too_large`", body = ErrorBody),
-        (status = 415, description = "The body is not `application/json`: `unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "The JSON does not fit the schema or its limits: `invalid_body`, naming the field", body = ErrorBody),
-        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+        BodyErrors,
+        StoreErrors,
     ),
 )]
 #[tracing::instrument(skip_all, fields(profile.id, users))]
@@ -280,8 +275,7 @@ async fn create_profile(
         (status = 200, description = "The profile", body = Profile),
         (status = 400, description = "An id in the path is not a UUID: `invalid_id`", body = ErrorBody),
         (status = 404, description = "No such profile: `not_found`", body = ErrorBody),
-        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+        StoreErrors,
     ),
 )]
 #[tracing::instrument(skip(db))]
@@ -300,12 +294,8 @@ async fn get_profile(State(db): State<Db>, Api(Path(id)): ApiPath<ProfileId>) ->
     responses(
         (status = 200, description = "The profile as stored", body = Profile),
         (status = 404, description = "No such profile: `not_found`", body = ErrorBody),
-        (status = 400, description = "The body is not JSON (`malformed_json`), the path's id is not a UUID (`invalid_id`) or the body names another id (`id_mismatch`)", body = ErrorBody),
-        (status = 413, description = "The body is larger than 1 MiB: `body_too_large`", body = ErrorBody),
-        (status = 415, description = "The body is not `application/json`: `unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "The JSON does not fit the schema or its limits: `invalid_body`, naming the field", body = ErrorBody),
-        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+        BodyErrors,
+        StoreErrors,
     ),
 )]
 #[tracing::instrument(skip(db, body))]
@@ -328,8 +318,7 @@ async fn replace_profile(
     responses(
         (status = 204, description = "The profile is gone"),
         (status = 400, description = "An id in the path is not a UUID: `invalid_id`", body = ErrorBody),
-        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+        StoreErrors,
     ),
 )]
 #[tracing::instrument(skip(db))]
@@ -345,8 +334,7 @@ async fn delete_profile(State(db): State<Db>, Api(Path(id)): ApiPath<ProfileId>)
     summary = "Deletes every profile",
     responses(
         (status = 204, description = "Every profile is deleted"),
-        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+        StoreErrors,
     ),
 )]
 #[tracing::instrument(skip_all)]
@@ -364,8 +352,7 @@ async fn delete_all_profiles(State(db): State<Db>) -> ApiResult<StatusCode> {
     responses(
         (status = 200, description = "The profiles holding the user, in id order", body = Vec<Profile>),
         (status = 400, description = "An id in the path is not a UUID: `invalid_id`", body = ErrorBody),
-        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+        StoreErrors,
     ),
 )]
 #[tracing::instrument(skip(db))]
@@ -388,8 +375,7 @@ async fn profiles_of_user(
         (status = 204, description = "The user is in the profile"),
         (status = 400, description = "An id in the path is not a UUID: `invalid_id`", body = ErrorBody),
         (status = 404, description = "No such profile (`not_found`), or the user is not in it (`not_bound`)", body = ErrorBody),
-        (status = 503, description = "The store does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`, the cause is in the service's logs", body = ErrorBody),
+        StoreErrors,
     ),
 )]
 #[tracing::instrument(skip(db))]
@@ -406,5 +392,31 @@ async fn is_bound(
             codes::NOT_BOUND,
             format!("user {user} is not in profile {id}"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every failure an operation describes has the one error body, so a client reads every
+    /// error the same way (and schemathesis checks each against it).
+    #[test]
+    fn every_error_answer_is_described_as_the_error_body() {
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let mut errors = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    if status.as_str() >= "400" {
+                        errors += 1;
+                        assert_eq!(
+                            response["content"]["application/json"]["schema"]["$ref"],
+                            "#/components/schemas/ErrorBody",
+                            "{method} {path} {status}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(errors > 40, "{errors}");
     }
 }

@@ -173,6 +173,25 @@ fn agent_page_route() -> UtoipaMethodRouter<AppState> {
     (schemas, paths, any(agent_page))
 }
 
+/// What every operation that calls base may answer besides its own result.
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum BaseErrors {
+    /// base failed, or sent an answer that cannot be read: `bad_gateway`
+    #[response(status = 502)]
+    BadGateway(ErrorBody),
+    /// base does not answer (`unavailable`, `dependency`: `base`); for `/login`, also a quorum of
+    /// the Redis instances (`dependency`: `redis`)
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+    /// base did not answer in time: `gateway_timeout`
+    #[response(status = 504)]
+    Timeout(ErrorBody),
+    /// An unexpected failure: `internal`, the cause is in the service's logs
+    #[response(status = 500)]
+    Internal(ErrorBody),
+}
+
 /// The security scheme of the test-data changes (the name the operations' `security` use).
 const ADMIN_AUTH: &str = "admin_token";
 
@@ -210,10 +229,7 @@ async fn require_admin(admin_token: Option<Arc<str>>, request: Request, next: Ne
     summary = "Every user (from base)",
     responses(
         (status = 200, description = "Every user, in id order", body = Vec<User>),
-        (status = 502, description = "base failed or sent an answer main cannot read: `bad_gateway`", body = ErrorBody),
-        (status = 503, description = "base does not answer: `unavailable`, `dependency`: `base`", body = ErrorBody),
-        (status = 504, description = "base did not answer in time: `gateway_timeout`", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`", body = ErrorBody),
+        BaseErrors,
     ),
 )]
 #[tracing::instrument(skip_all)]
@@ -228,10 +244,7 @@ async fn users(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<User>>> {
     summary = "Every profile (from base)",
     responses(
         (status = 200, description = "Every profile, in id order", body = Vec<Profile>),
-        (status = 502, description = "base failed or sent an answer main cannot read: `bad_gateway`", body = ErrorBody),
-        (status = 503, description = "base does not answer: `unavailable`, `dependency`: `base`", body = ErrorBody),
-        (status = 504, description = "base did not answer in time: `gateway_timeout`", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`", body = ErrorBody),
+        BaseErrors,
     ),
 )]
 #[tracing::instrument(skip_all)]
@@ -246,10 +259,7 @@ async fn profiles(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<Profil
     summary = "Users bound to at least two profiles, computed from the data",
     responses(
         (status = 200, description = "The users, in id order", body = Vec<UserId>),
-        (status = 502, description = "base failed or sent an answer main cannot read: `bad_gateway`", body = ErrorBody),
-        (status = 503, description = "base does not answer: `unavailable`, `dependency`: `base`", body = ErrorBody),
-        (status = 504, description = "base did not answer in time: `gateway_timeout`", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`", body = ErrorBody),
+        BaseErrors,
     ),
 )]
 /// Users bound to at least two profiles, computed from the data itself so that every replica
@@ -273,10 +283,7 @@ async fn suggested(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<UserI
     responses(
         (status = 200, description = "The ids of the user's launched profiles (none for an unknown user)", body = Vec<ProfileId>),
         (status = 400, description = "The id is not a UUID: `invalid_id`", body = ErrorBody),
-        (status = 502, description = "base failed or sent an answer main cannot read: `bad_gateway`", body = ErrorBody),
-        (status = 503, description = "base, or a quorum of the Redis instances, does not answer: `unavailable`, `dependency` names it", body = ErrorBody),
-        (status = 504, description = "base did not answer in time: `gateway_timeout`", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`", body = ErrorBody),
+        BaseErrors,
     ),
 )]
 /// The user's profiles that are streaming now: base's profiles-of-user, then one round of
@@ -370,10 +377,7 @@ async fn start_testdata(
         (status = 204, description = "Everything is deleted"),
         (status = 401, description = "`ADMIN_TOKEN` is set and the request does not carry it: `unauthorized` (with `WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 409, description = "A generation is running: `generation_running`", body = ErrorBody),
-        (status = 502, description = "base failed or sent an answer main cannot read: `bad_gateway`", body = ErrorBody),
-        (status = 503, description = "base does not answer: `unavailable`, `dependency`: `base`", body = ErrorBody),
-        (status = 504, description = "base did not answer in time: `gateway_timeout`", body = ErrorBody),
-        (status = 500, description = "An unexpected failure: `internal`", body = ErrorBody),
+        BaseErrors,
     ),
 )]
 /// Drops all users and profiles. Refused while a generation runs: it would leave half of the
@@ -390,4 +394,29 @@ async fn drop_testdata(State(state): State<AppState>) -> ApiResult<StatusCode> {
     state.base.delete_all_profiles().await?;
     state.base.delete_all_users().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every failure an operation describes has the one error body.
+    #[test]
+    fn every_error_answer_is_described_as_the_error_body() {
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let mut errors = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap().iter().filter(|(key, _)| *key != "servers") {
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    if status.as_str() >= "400" {
+                        errors += 1;
+                        assert_eq!(
+                            response["content"]["application/json"]["schema"]["$ref"],
+                            "#/components/schemas/ErrorBody",
+                            "{method} {path} {status}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(errors > 20, "{errors}");
+    }
 }

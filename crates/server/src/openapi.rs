@@ -149,3 +149,23 @@ pub fn split(router: OpenApiRouter, doc: impl FnOnce(Document) -> Document) -> (
     let doc = doc(api);
     (router.route("/openapi.json", serve(&doc)), doc)
 }
+
+/// The failures of reading a JSON body (`ApiJson`), as every operation that takes one answers
+/// them.
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum BodyErrors {
+    /// The body is not JSON (`malformed_json`); or, where the operation says, a path id is not a
+    /// UUID (`invalid_id`) or the body names an id it may not (`id_not_allowed`, `id_mismatch`)
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// The body is larger than 1 MiB: `body_too_large`
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// The body is not `application/json`: `unsupported_media_type`
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+    /// The JSON does not fit the schema or its limits: `invalid_body`, naming the field
+    #[response(status = 422)]
+    Invalid(ErrorBody),
+}

@@ -499,3 +499,27 @@ fn fill_path_parameters(path: &str) -> String {
         .collect::<Vec<_>>()
         .join("/")
 }
+
+/// Every answer of 400 and above that `doc` describes is the one error body (`ErrorBody`):
+/// how many there are, and the ones that are not (`METHOD path status`).
+pub fn error_answers_off_the_error_body(doc: &Value) -> (usize, Vec<String>) {
+    let mut count = 0;
+    let mut off = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("the document has paths") {
+        // A path item's `servers` is not an operation.
+        for (method, operation) in item.as_object().into_iter().flatten().filter(|(key, _)| *key != "servers")
+        {
+            for (status, response) in operation["responses"].as_object().into_iter().flatten() {
+                if status.as_str() >= "400" {
+                    count += 1;
+                    if response["content"]["application/json"]["schema"]["$ref"]
+                        != "#/components/schemas/ErrorBody"
+                    {
+                        off.push(format!("{} {path} {status}", method.to_uppercase()));
+                    }
+                }
+            }
+        }
+    }
+    (count, off)
+}

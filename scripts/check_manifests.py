@@ -30,6 +30,17 @@ def main() -> int:
     workloads = by_kind("Deployment") + by_kind("StatefulSet")
     services = {s["metadata"]["name"]: s for s in by_kind("Service")}
 
+    # Everything of the suite lives in its namespace (a component's own objects get none of the
+    # base's transformers, so a forgotten namespace lands in `default`). The adapter's reader
+    # binding is in kube-system by design, cluster-scoped objects have none.
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "APIService"}
+    for o in objects:
+        where = o["metadata"].get("namespace")
+        if o["kind"] not in cluster_scoped and where != "kubescaler" and not (
+            o["kind"] == "RoleBinding" and where == "kube-system"
+        ):
+            problems.append(f"{o['kind']} {o['metadata']['name']}: in namespace {where!r}, not kubescaler")
+
     # The stream service really exports the metric the chain starts from.
     source = (root / "crates/stream/src/metrics.rs").read_text()
     if f'"{EXPORTED_METRIC}"' not in source:

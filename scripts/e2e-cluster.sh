@@ -374,5 +374,5 @@ fi
 rc=${PIPESTATUS[0]}
 set -e
 grep -E '^(PASS|FAIL)  ' "$work/checks.log" >>"$results" || true
-[ "$rc" = 0 ] || grep -q '^FAIL' "$results" || check checks 0 "scripts/e2e_cluster.py exited with $rc"
+[ "$rc" = 0 ] || grep -q '^FAIL' "$results" || check checks 0 "the checks exited with $rc"
 done_phase

@@ -567,7 +567,7 @@ class E2E:
             None: set(),
             "main": {"redis", "base"},
             "stream": {"redis", "base"},
-            "base": {"cassandra"},
+            "base": {"cassandra", "redis"},
             "prometheus": {"base", "main", "stream"},
             "prometheus-adapter": {"prometheus"},
         }

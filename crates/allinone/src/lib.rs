@@ -19,14 +19,17 @@ use axum::routing::any;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches};
 use kubescaler_base::cassandra::CassandraStore;
+use kubescaler_base::changes::{Announce, RedisAnnouncer};
 use kubescaler_base::embedded::EmbeddedStore;
 use kubescaler_base::store::Store;
 use kubescaler_main::Mount;
 use kubescaler_main::launched::{InProcessLaunched, LaunchedReader, RedisLaunched};
 use kubescaler_server::Service;
 use kubescaler_server::config::{CommonArgs, LogFormat};
+use kubescaler_stream::changes::BindingSource;
 use kubescaler_stream::locks::{InProcessLocks, PairLocks, RedisLocks};
 use prometheus::Registry;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -42,6 +45,9 @@ const SERVING_POLLS: u32 = 100;
 /// How long the demo waits for a real Cassandra to connect (it takes seconds), asking this often.
 const STORE_WAIT: Duration = Duration::from_secs(60);
 const STORE_POLL: Duration = Duration::from_millis(100);
+/// Binding changes stream has not read yet before it counts as behind (and re-checks every
+/// pair it holds): far more than a burst of writes makes between two reads.
+const BINDING_CHANGES_BUFFERED: usize = 1_024;
 /// How often the demo asks whether its test data are made (a few hundred requests to base).
 const DEMO_POLL: Duration = Duration::from_millis(100);
 
@@ -213,6 +219,7 @@ impl Options {
             base.cassandra.nodes = list(nodes);
         }
         if let Some(urls) = &self.redis_urls {
+            base.redis.urls = list(urls);
             main.redis.urls = list(urls);
             stream.redis.urls = list(urls);
         }
@@ -263,8 +270,22 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
     } else {
         Arc::new(EmbeddedStore::open(&config.data_dir)?)
     };
-    let base_router =
-        kubescaler_base::app(store.clone(), &config.base.hostname, shutdown.clone(), registry.clone())?;
+    // base announces binding changes where stream listens: on Redis with the real registry,
+    // in this process with the in-process one.
+    let (changes, bindings): (Arc<dyn Announce>, BindingSource) = if config.real_redis {
+        let announcer = RedisAnnouncer::start(&config.base.redis, &registry)?;
+        (Arc::new(announcer), BindingSource::Redis(config.stream.redis.clone()))
+    } else {
+        let (changes, bindings) = broadcast::channel(BINDING_CHANGES_BUFFERED);
+        (Arc::new(changes), BindingSource::InProcess(bindings))
+    };
+    let base_router = kubescaler_base::app(
+        store.clone(),
+        changes,
+        &config.base.hostname,
+        shutdown.clone(),
+        registry.clone(),
+    )?;
     let base = Service::bind("base", &internal, 0, base_router, shutdown.clone()).await?;
     let base_url = format!("http://127.0.0.1:{}", base.port());
     config.main.base.url = base_url.clone();
@@ -283,7 +304,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
     };
     let main = kubescaler_main::app(&config.main, launched, Mount::Root, shutdown.clone(), registry.clone())?;
     let kubescaler_stream::App { router: stream, refresher, .. } =
-        kubescaler_stream::app(&config.stream, locks, shutdown.clone(), registry)?;
+        kubescaler_stream::app(&config.stream, locks, bindings, shutdown.clone(), registry)?;
 
     // Like the Ingress: /main and below to main, mounted here once, the rest to stream.
     // `/main/` is main's root too, as `/main` is; nesting gives only the latter.

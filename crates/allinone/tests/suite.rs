@@ -200,6 +200,35 @@ async fn a_closed_stream_keeps_its_pair_until_the_ttl() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// base announces in the process itself: a stream whose pair is dropped with the test data
+/// ends with `unbound` at once, without Redis.
+#[tokio::test]
+async fn dropped_data_ends_its_streams_at_once() {
+    let dir = data_dir("unbound");
+    let mut config = config(&dir);
+    // Far beyond the test: only the announcement can end the stream in time.
+    config.stream.binding_sweep = Duration::from_secs(600);
+    let suite = start(config).await;
+    let http = &suite.http;
+    http.post("/main/testdata?profiles=2&users_per_profile=2", json!(null)).await;
+    wait_generation(http).await;
+    let (_, profiles) = http.get("/main/profiles").await;
+    let (u, p) = (profiles[0]["users"][0].as_str().unwrap(), profiles[0]["id"].as_str().unwrap());
+    let (mut stream, _) = open_stream(http, u, p).await.unwrap();
+
+    let dropped = Instant::now();
+    assert_eq!(http.delete("/main/testdata").await.0, StatusCode::NO_CONTENT);
+    let mut text = String::new();
+    while !text.contains("event: unbound\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(1), stream.chunk()).await;
+        let chunk = chunk.expect("unbound within a second").unwrap().expect("ended by an event");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(dropped.elapsed() < Duration::from_secs(1), "{:?}", dropped.elapsed());
+    suite.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn data_survives_a_restart() {
     let dir = data_dir("restart");

@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use clap::Args;
+pub use kubescaler_core::bindings::Binding;
+#[cfg(doc)]
+use kubescaler_core::bindings::MAX_PAIRS_PER_CHECK;
+use kubescaler_core::bindings::{BindingCheck, BindingVerdict, BindingVerdicts, CheckPairs};
 use kubescaler_core::model::{Profile, ProfileBody, User, UserBody};
 use kubescaler_core::{ProfileId, UserId};
 use kubescaler_core::{codes, duration};
@@ -27,6 +31,9 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// instance's traffic, and stays below the idle timeouts of proxies and kube-proxy's conntrack
 /// entries, so a kept connection is not one the network has silently dropped.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The one POST that creates nothing (a read with a body), so it is retried like a GET.
+const CHECK_PATH: &str = "/bindings/check";
 
 /// At most this much of an answer base sent without its JSON error goes into the message.
 const UPSTREAM_TEXT_CHARS: usize = 200;
@@ -146,14 +153,6 @@ impl From<BaseError> for ApiError {
     }
 }
 
-/// How a user relates to a profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Binding {
-    Bound,
-    NotBound,
-    NoProfile,
-}
-
 #[derive(Debug, Clone)]
 pub struct BaseClient {
     http: reqwest::Client,
@@ -192,18 +191,31 @@ impl BaseClient {
         Ok(profiles.into_iter().map(|p| p.id).collect())
     }
 
-    /// Whether `user` is in `profile` (base's `GET /profiles/{id}/users/{userId}`).
+    /// Whether `user` is in `profile` (base's `GET /bindings/{profileId}/{userId}`: a boolean,
+    /// or 404 for no such profile).
     pub async fn binding(&self, profile: ProfileId, user: UserId) -> Result<Binding, BaseError> {
-        match self.send(Method::GET, &format!("/profiles/{profile}/users/{user}"), None::<&()>).await {
-            Ok(_) => Ok(Binding::Bound),
-            Err(BaseError::Upstream { status: StatusCode::NOT_FOUND, code, .. })
-                if code == codes::NOT_BOUND =>
-            {
-                Ok(Binding::NotBound)
-            }
+        let path = format!("/bindings/{profile}/{user}");
+        match self.json::<BindingVerdict>(Method::GET, &path, None::<&()>).await {
+            Ok(BindingVerdict { bound: true }) => Ok(Binding::Bound),
+            Ok(BindingVerdict { bound: false }) => Ok(Binding::NotBound),
             Err(BaseError::Upstream { status: StatusCode::NOT_FOUND, .. }) => Ok(Binding::NoProfile),
             Err(e) => Err(e),
         }
+    }
+
+    /// For each pair (at most [`MAX_PAIRS_PER_CHECK`]), in order, whether it is bound (base's
+    /// `POST /bindings/check`). A read, so retried like one.
+    pub async fn bindings(&self, pairs: CheckPairs) -> Result<Vec<bool>, BaseError> {
+        let asked = pairs.as_slice().len();
+        let verdicts: BindingVerdicts =
+            self.json(Method::POST, CHECK_PATH, Some(&BindingCheck { pairs })).await?;
+        if verdicts.bound.len() != asked {
+            return Err(BaseError::Invalid(format!(
+                "{CHECK_PATH}: {} verdicts for {asked} pairs",
+                verdicts.bound.len()
+            )));
+        }
+        Ok(verdicts.bound)
     }
 
     pub async fn create_user(&self, body: &UserBody) -> Result<User, BaseError> {
@@ -250,7 +262,7 @@ impl BaseClient {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<bytes::Bytes, BaseError> {
-        let idempotent = method != Method::POST;
+        let idempotent = method != Method::POST || path == CHECK_PATH;
         let mut attempt = 0;
         loop {
             let mut request = self.http.request(method.clone(), format!("{}{path}", self.url));

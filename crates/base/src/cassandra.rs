@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use clap::Args;
+use kubescaler_core::bindings::Binding;
 use kubescaler_core::duration;
 use kubescaler_core::model::{Profile, ProfileUsers, User, UserName};
 use kubescaler_core::{ProfileId, UserId};
@@ -153,6 +154,7 @@ struct Statements {
     truncate_profiles: PreparedStatement,
     profiles_of_user: PreparedStatement,
     remove_user_from_profile: PreparedStatement,
+    binding: PreparedStatement,
 }
 
 #[derive(Debug)]
@@ -308,6 +310,9 @@ async fn prepare(session: &Session, ks: &str) -> Result<Statements, scylla::erro
         remove_user_from_profile: session
             .prepare(format!("UPDATE {ks}.profile SET users = users - ? WHERE id = ?"))
             .await?,
+        // One element of the set (Cassandra 4.0+): the user's id when it is in the profile,
+        // null when not, no row when there is no profile — never the other 9,999 ids.
+        binding: session.prepare(format!("SELECT users[?] FROM {ks}.profile WHERE id = ?")).await?,
     })
 }
 
@@ -497,6 +502,21 @@ impl Store for CassandraStore {
         let mut profiles = self.collect(|s| &s.profiles_of_user, (user.as_uuid(),), profile_from_row).await?;
         profiles.sort_by_key(|p| p.id);
         Ok(profiles)
+    }
+
+    async fn binding(&self, profile: ProfileId, user: UserId) -> StoreResult<Binding> {
+        let found = self
+            .single(
+                |s| &s.binding,
+                (user.as_uuid(), profile.as_uuid()),
+                |(member,): (Option<Uuid>,)| Ok(member.is_some()),
+            )
+            .await?;
+        Ok(match found {
+            None => Binding::NoProfile,
+            Some(true) => Binding::Bound,
+            Some(false) => Binding::NotBound,
+        })
     }
 }
 

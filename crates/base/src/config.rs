@@ -2,6 +2,7 @@
 //! Kubernetes (ConfigMaps, Secrets) hands configuration to a container.
 
 use clap::Parser;
+use kubescaler_redis::RedisArgs;
 use kubescaler_server::config::{CommonArgs, DEFAULT_HOSTNAME};
 
 use crate::cassandra::CassandraConfig;
@@ -19,6 +20,12 @@ pub struct Config {
 
     #[command(flatten)]
     pub cassandra: CassandraConfig,
+
+    /// Where base announces each change that may unbind a user from a profile (stream listens
+    /// there and ends such streams at once). Not a dependency of base's readiness: a change
+    /// Redis does not take is caught by stream's sweep.
+    #[command(flatten)]
+    pub redis: RedisArgs,
 
     /// This instance's name, which `GET /` answers: the pod name under Kubernetes.
     #[arg(long, env = "HOSTNAME", default_value = DEFAULT_HOSTNAME)]

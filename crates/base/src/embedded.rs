@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use kubescaler_core::bindings::Binding;
 use kubescaler_core::model::{Profile, ProfileUsers, User, UserName};
 use kubescaler_core::{ProfileId, UserId};
 use redb::{
@@ -296,6 +297,25 @@ impl Store for EmbeddedStore {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn binding(&self, profile: ProfileId, user: UserId) -> StoreResult<Binding> {
+        self.run(move |db| {
+            let tx = db.begin_read().map_err(internal)?;
+            let pid = key(profile.as_uuid());
+            if tx.open_table(PROFILES).map_err(internal)?.get(pid).map_err(internal)?.is_none() {
+                return Ok(Binding::NoProfile);
+            }
+            // The index lists the user's profiles (a few), not the profile's users (thousands).
+            let index = tx.open_multimap_table(PROFILES_OF_USER).map_err(internal)?;
+            for value in index.get(key(user.as_uuid())).map_err(internal)? {
+                if value.map_err(internal)?.value() == pid {
+                    return Ok(Binding::Bound);
+                }
+            }
+            Ok(Binding::NotBound)
         })
         .await
     }

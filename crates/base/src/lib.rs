@@ -6,6 +6,7 @@
 //! - [`cassandra`]: the Cassandra store (schema, prepared statements, lazy connection).
 //! - [`embedded`]: the embedded store of the all-in-one process (a `redb` file).
 //! - [`paging`]: every row of a paged CQL statement, page by page (also used by the benchmarks).
+//! - [`changes`]: the binding changes base announces after the writes that may unbind a pair.
 //!
 //! [`app`] is the HTTP surface over any store; [`build`] binds and wires; the `base` binary is a thin shell around it, and
 //! tests start it in-process on port 0.
@@ -14,6 +15,7 @@
 //! [`Store`]: store::Store
 
 pub mod cassandra;
+pub mod changes;
 pub mod config;
 pub mod embedded;
 pub mod paging;
@@ -28,13 +30,16 @@ use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::cassandra::CassandraStore;
+use crate::changes::{Announce, RedisAnnouncer};
 use crate::store::Store;
 
 pub use config::{Config, DEFAULT_PORT};
 
-/// The full HTTP surface of base over any store: API plus `/livez`, `/readyz`, `/metrics`.
+/// The full HTTP surface of base over any store: API plus `/livez`, `/readyz`, `/metrics`;
+/// binding changes are announced to `changes`.
 pub fn app(
     store: Arc<dyn Store>,
+    changes: Arc<dyn Announce>,
     hostname: &str,
     shutdown: CancellationToken,
     registry: Registry,
@@ -43,7 +48,8 @@ pub fn app(
     let readiness =
         Readiness::new(shutdown)
             .with_probe(Ping::probe(store.backend(), store.clone(), |store| store.ping()));
-    let (api, _) = kubescaler_server::openapi::split(routes::router(store, hostname), routes::describe);
+    let (api, _) =
+        kubescaler_server::openapi::split(routes::router(store, changes, hostname), routes::describe);
     Ok(service_router(api, readiness, metrics))
 }
 
@@ -51,6 +57,8 @@ pub fn app(
 /// does not wait for Cassandra, so base is alive (and not ready) while it is unreachable.
 pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
     let store: Arc<dyn Store> = Arc::new(CassandraStore::start(config.cassandra));
-    let router = app(store, &config.hostname, shutdown.clone(), Registry::new())?;
+    let registry = Registry::new();
+    let changes = Arc::new(RedisAnnouncer::start(&config.redis, &registry)?);
+    let router = app(store, changes, &config.hostname, shutdown.clone(), registry)?;
     Ok(Service::bind("base", &config.common, config.port, router, shutdown).await?)
 }

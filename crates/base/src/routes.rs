@@ -6,6 +6,8 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use futures::{StreamExt, TryStreamExt};
+use kubescaler_core::bindings::{Binding, BindingChange, BindingCheck, BindingVerdict, BindingVerdicts};
 use kubescaler_core::model::{Profile, ProfileBody, User, UserBody};
 use kubescaler_core::openapi::{NewProfile, NewUser};
 use kubescaler_core::{ProfileId, UserId, codes};
@@ -15,15 +17,50 @@ use kubescaler_server::{ApiError, ApiJson};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::store::Store;
+use crate::changes::Announce;
+use crate::store::{Store, StoreResult};
 
-type Db = Arc<dyn Store>;
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The handlers' state: the store, and where the writes that may unbind a pair are announced.
+#[derive(Debug, Clone)]
+struct Db {
+    store: Arc<dyn Store>,
+    changes: Arc<dyn Announce>,
+}
+
+impl std::ops::Deref for Db {
+    type Target = dyn Store;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.store
+    }
+}
+
+impl Db {
+    /// Announces `change` after `write`, whatever its outcome: a write that failed half-way (a
+    /// user taken out of some of its profiles) may have unbound pairs too, and a re-check of a
+    /// pair that is still bound costs one read.
+    async fn announcing<T>(
+        &self,
+        change: BindingChange,
+        write: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        let outcome = write.await;
+        self.changes.announce(change);
+        outcome
+    }
+}
+
+/// Pair checks in flight at once for one `POST /bindings/check`: each is a single-cell read,
+/// so a thousand pairs take a few round trips, without a thousand requests at once on a node.
+const CHECKS_IN_FLIGHT: usize = 64;
+
 /// The API, each route registered with its description (`#[utoipa::path]` beside each
-/// handler), so the router and [`openapi`] cannot disagree.
-pub fn router(store: Arc<dyn Store>, hostname: &str) -> OpenApiRouter {
-    routes(hostname).with_state(store)
+/// handler), so the router and [`openapi`] cannot disagree. Writes that may take a user out of
+/// a profile are announced to `changes`.
+pub fn router(store: Arc<dyn Store>, changes: Arc<dyn Announce>, hostname: &str) -> OpenApiRouter {
+    routes(hostname).with_state(Db { store, changes })
 }
 
 fn routes(hostname: &str) -> OpenApiRouter<Db> {
@@ -35,6 +72,8 @@ fn routes(hostname: &str) -> OpenApiRouter<Db> {
         .routes(routes!(get_profile, replace_profile, delete_profile))
         .routes(routes!(profiles_of_user))
         .routes(routes!(is_bound))
+        .routes(routes!(binding))
+        .routes(routes!(check_bindings))
 }
 
 /// base's OpenAPI document: the API and the operational endpoints.
@@ -199,7 +238,7 @@ async fn replace_user(
 )]
 #[tracing::instrument(skip(db))]
 async fn delete_user(State(db): State<Db>, Api(Path(id)): ApiPath<UserId>) -> ApiResult<StatusCode> {
-    db.delete_user(id).await?;
+    db.announcing(BindingChange::User(id), db.delete_user(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -215,7 +254,7 @@ async fn delete_user(State(db): State<Db>, Api(Path(id)): ApiPath<UserId>) -> Ap
 )]
 #[tracing::instrument(skip_all)]
 async fn delete_all_users(State(db): State<Db>) -> ApiResult<StatusCode> {
-    db.delete_all_users().await?;
+    db.announcing(BindingChange::All, db.delete_all_users()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -306,7 +345,8 @@ async fn replace_profile(
 ) -> ApiResult<ApiJson<Profile>> {
     same_id(id, body.id)?;
     let profile = Profile { id, users: body.users };
-    if db.replace_profile(&profile).await? { Ok(ApiJson(profile)) } else { Err(no_profile(id)) }
+    let replaced = db.announcing(BindingChange::Profile(id), db.replace_profile(&profile)).await?;
+    if replaced { Ok(ApiJson(profile)) } else { Err(no_profile(id)) }
 }
 
 #[utoipa::path(
@@ -323,7 +363,7 @@ async fn replace_profile(
 )]
 #[tracing::instrument(skip(db))]
 async fn delete_profile(State(db): State<Db>, Api(Path(id)): ApiPath<ProfileId>) -> ApiResult<StatusCode> {
-    db.delete_profile(id).await?;
+    db.announcing(BindingChange::Profile(id), db.delete_profile(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -339,7 +379,7 @@ async fn delete_profile(State(db): State<Db>, Api(Path(id)): ApiPath<ProfileId>)
 )]
 #[tracing::instrument(skip_all)]
 async fn delete_all_profiles(State(db): State<Db>) -> ApiResult<StatusCode> {
-    db.delete_all_profiles().await?;
+    db.announcing(BindingChange::All, db.delete_all_profiles()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -364,12 +404,13 @@ async fn profiles_of_user(
 }
 
 /// 204 when the user is in the profile; 404 (saying which) when it is not or there is no such
-/// profile. stream asks this before it takes a lock.
+/// profile: the original's check, kept for its clients. stream asks `GET /bindings/…`, which
+/// answers a boolean.
 #[utoipa::path(
     get,
     path = "/profiles/{id}/users/{user_id}",
     tag = "profiles",
-    summary = "Whether a user is in a profile: what stream asks before it takes a lock",
+    summary = "Whether a user is in a profile, as a status (204 or 404)",
     params(("id" = ProfileId, Path, description = "The profile's id"), ("user_id" = UserId, Path, description = "The user's id")),
     responses(
         (status = 204, description = "The user is in the profile"),
@@ -383,16 +424,71 @@ async fn is_bound(
     State(db): State<Db>,
     Api(Path((id, user))): ApiPath<(ProfileId, UserId)>,
 ) -> ApiResult<StatusCode> {
-    let profile = db.get_profile(id).await?.ok_or_else(|| no_profile(id))?;
-    if profile.users.contains(user) {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::new(
+    match db.binding(id, user).await? {
+        Binding::Bound => Ok(StatusCode::NO_CONTENT),
+        Binding::NotBound => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             codes::NOT_BOUND,
             format!("user {user} is not in profile {id}"),
-        ))
+        )),
+        Binding::NoProfile => Err(no_profile(id)),
     }
+}
+
+/// Whether a user is in a profile, read without the profile's other users: what stream asks
+/// before it takes a lock.
+#[utoipa::path(
+    get,
+    path = "/bindings/{profile_id}/{user_id}",
+    tag = "bindings",
+    summary = "Whether a user is in a profile: what stream asks before it takes a lock",
+    params(("profile_id" = ProfileId, Path, description = "The profile's id"), ("user_id" = UserId, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The profile exists; `bound` says whether the user is in it", body = BindingVerdict),
+        (status = 400, description = "An id in the path is not a UUID: `invalid_id`", body = ErrorBody),
+        (status = 404, description = "No such profile: `not_found`", body = ErrorBody),
+        StoreErrors,
+    ),
+)]
+#[tracing::instrument(skip(db))]
+async fn binding(
+    State(db): State<Db>,
+    Api(Path((profile, user))): ApiPath<(ProfileId, UserId)>,
+) -> ApiResult<ApiJson<BindingVerdict>> {
+    match db.binding(profile, user).await? {
+        Binding::NoProfile => Err(no_profile(profile)),
+        binding => Ok(ApiJson(BindingVerdict { bound: binding.is_bound() })),
+    }
+}
+
+/// Many pairs at once: what stream asks when a change may have unbound some of its pairs, and
+/// in its slow sweep of every pair it holds.
+#[utoipa::path(
+    post,
+    path = "/bindings/check",
+    tag = "bindings",
+    summary = "Whether each of up to 1,000 users is in its profile (false for no such profile)",
+    request_body = BindingCheck,
+    responses(
+        (status = 200, description = "One verdict per pair, in the order asked", body = BindingVerdicts),
+        BodyErrors,
+        StoreErrors,
+    ),
+)]
+#[tracing::instrument(skip_all, fields(pairs = body.pairs.as_slice().len()))]
+async fn check_bindings(
+    State(db): State<Db>,
+    ApiJson(body): ApiJson<BindingCheck>,
+) -> ApiResult<ApiJson<BindingVerdicts>> {
+    let bound = futures::stream::iter(body.pairs.as_slice().iter().copied())
+        .map(|pair| {
+            let db = db.clone();
+            async move { db.binding(pair.profile, pair.user).await.map(Binding::is_bound) }
+        })
+        .buffered(CHECKS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    Ok(ApiJson(BindingVerdicts { bound }))
 }
 
 #[cfg(test)]

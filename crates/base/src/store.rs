@@ -3,6 +3,7 @@
 //! conformance suite (`tests/store.rs`), so the API cannot tell them apart.
 
 use async_trait::async_trait;
+use kubescaler_core::bindings::Binding;
 use kubescaler_core::model::{Profile, User};
 use kubescaler_core::{ProfileId, UserId};
 use kubescaler_server::ApiError;
@@ -59,6 +60,9 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_all_profiles(&self) -> StoreResult<()>;
     /// The profiles that hold `user`, found through an index, not a scan.
     async fn profiles_of_user(&self, user: UserId) -> StoreResult<Vec<Profile>>;
+    /// Whether `user` is in `profile`, without reading the profile's other users: what stream
+    /// asks at every admission and every re-check, against profiles of up to 10,000 users.
+    async fn binding(&self, profile: ProfileId, user: UserId) -> StoreResult<Binding>;
 }
 
 impl std::fmt::Debug for dyn Store {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use kubescaler_base::cassandra::{CassandraConfig, CassandraStore};
 use kubescaler_base::embedded::EmbeddedStore;
 use kubescaler_base::store::{Store, StoreError};
-use kubescaler_core::model::{Profile, ProfileUsers, User, UserName};
+use kubescaler_core::bindings::Binding;
+use kubescaler_core::model::{MAX_USERS_PER_PROFILE, Profile, ProfileUsers, User, UserName};
 use kubescaler_core::{ProfileId, UserId};
 
 fn user(name: &str) -> User {
@@ -109,6 +110,41 @@ mod suite {
         assert!(store.profiles_of_user(UserId::new_random()).await.unwrap().is_empty());
     }
 
+    pub async fn bindings_follow_every_write(store: &dyn Store) {
+        let (me, other) = (user("Me"), user("Other"));
+        for u in [&me, &other] {
+            store.create_user(u).await.unwrap();
+        }
+        let mut p = profile(&[&me]);
+        store.create_profile(&p).await.unwrap();
+        assert_eq!(store.binding(p.id, me.id).await.unwrap(), Binding::Bound);
+        assert_eq!(store.binding(p.id, other.id).await.unwrap(), Binding::NotBound);
+        assert_eq!(store.binding(ProfileId::new_random(), me.id).await.unwrap(), Binding::NoProfile);
+
+        p.users = ProfileUsers::new([other.id]).unwrap();
+        store.replace_profile(&p).await.unwrap();
+        assert_eq!(store.binding(p.id, me.id).await.unwrap(), Binding::NotBound, "replaced away");
+        assert_eq!(store.binding(p.id, other.id).await.unwrap(), Binding::Bound, "replaced in");
+        store.delete_user(other.id).await.unwrap();
+        assert_eq!(store.binding(p.id, other.id).await.unwrap(), Binding::NotBound, "deleted users leave");
+        assert_eq!(store.binding(p.id, me.id).await.unwrap(), Binding::NotBound);
+        store.delete_profile(p.id).await.unwrap();
+        assert_eq!(store.binding(p.id, me.id).await.unwrap(), Binding::NoProfile);
+
+        // A full profile answers for one of its users as for a small one.
+        let crowd: Vec<User> = (0..MAX_USERS_PER_PROFILE).map(|i| user(&format!("member {i}"))).collect();
+        let full = Profile {
+            id: ProfileId::new_random(),
+            users: ProfileUsers::new(crowd.iter().map(|u| u.id)).unwrap(),
+        };
+        store.create_profile(&full).await.unwrap();
+        assert_eq!(
+            store.binding(full.id, crowd[MAX_USERS_PER_PROFILE / 2].id).await.unwrap(),
+            Binding::Bound
+        );
+        assert_eq!(store.binding(full.id, me.id).await.unwrap(), Binding::NotBound);
+    }
+
     pub async fn many_rows_are_all_listed(store: &dyn Store) {
         // More than one page of results (pages are 1000 rows).
         let users: Vec<User> = (0..2500).map(|i| user(&format!("user {i}"))).collect();
@@ -141,7 +177,8 @@ macro_rules! conformance {
 
             conformance!(@tests $fresh; users_round_trip, replace_only_existing_users,
                 deleted_users_leave_their_profiles, profiles_round_trip,
-                profiles_of_user_follow_every_write, many_rows_are_all_listed, delete_all);
+                profiles_of_user_follow_every_write, bindings_follow_every_write, many_rows_are_all_listed,
+                delete_all);
         }
     };
     (@tests $fresh:path; $($test:ident),+) => {

@@ -295,7 +295,7 @@ pub async fn lock_churn(
             let mut cycles = 0u64;
             while Instant::now() < end {
                 let lease = locks.acquire(user, profile, Duration::from_secs(60)).await?;
-                locks.release(&lease).await;
+                locks.release(std::slice::from_ref(&lease)).await;
                 cycles += 1;
             }
             anyhow::Ok(cycles)

@@ -1,5 +1,6 @@
 //! The Redis key schema: the one definition used by stream, which writes locks and launched
-//! markers, and main, which reads the markers. Changing a key here changes it for both.
+//! markers, main, which reads the markers, and base, which announces binding changes.
+//! Changing a key here changes it for all of them.
 
 use crate::ids::{ProfileId, UserId};
 
@@ -27,6 +28,10 @@ pub fn instance(host: &str) -> String {
 /// live instances are listed without scanning the keyspace.
 pub const INSTANCES: &str = "kubescaler:instances";
 
+/// The pub/sub channel on which base announces each change that may unbind pairs
+/// ([`BindingChange`](crate::bindings::BindingChange)), and stream listens.
+pub const BINDINGS: &str = "kubescaler:bindings";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +50,6 @@ mod tests {
         );
         assert_eq!(instance("stream-6d9f-x2k4j"), "kubescaler:instance:stream-6d9f-x2k4j");
         assert!(INSTANCES.starts_with(PREFIX));
+        assert!(BINDINGS.starts_with(PREFIX));
     }
 }

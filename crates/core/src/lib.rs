@@ -6,10 +6,12 @@
 //! - [`codes`]: the error codes of every JSON error answer, for the side that answers and the
 //!   side that reads them.
 //! - [`keys`]: the Redis key schema, shared by stream (writer) and main (reader).
+//! - [`bindings`]: the binding changes base announces and stream acts on.
 //! - [`duration`]: the syntax of every duration setting (`10s`, `250ms`).
 //! - [`pairs`]: files of `user profile` lines, as the load tools read them.
 //! - `openapi` (feature `openapi`): the values' OpenAPI schemas, with the limits they enforce.
 
+pub mod bindings;
 pub mod codes;
 pub mod duration;
 pub mod ids;

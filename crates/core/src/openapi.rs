@@ -10,6 +10,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::{PartialSchema, ToSchema};
 
+use crate::bindings::{CheckPairs, MAX_PAIRS_PER_CHECK, Pair};
 use crate::ids::{ProfileId, UserId};
 use crate::model::{MAX_NAME_CHARS, MAX_USERS_PER_PROFILE, ProfileUsers, UserName};
 
@@ -156,6 +157,29 @@ impl ToSchema for ProfileUsers {
     }
 }
 
+impl PartialSchema for CheckPairs {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(Pair::name())))
+            .max_items(Some(MAX_PAIRS_PER_CHECK))
+            .description(Some(format!(
+                "The pairs asked about, at most {MAX_PAIRS_PER_CHECK}; the answers come in this order"
+            )))
+            .into()
+    }
+}
+
+impl ToSchema for CheckPairs {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("CheckPairs")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((Pair::name().into(), Pair::schema()));
+        <Pair as ToSchema>::schemas(schemas);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +197,7 @@ mod tests {
         let users = json(ProfileUsers::schema());
         assert_eq!(users["maxItems"].as_u64(), Some(MAX_USERS_PER_PROFILE as u64));
         assert_eq!(users["items"]["format"], "uuid");
+        let pairs = json(CheckPairs::schema());
+        assert_eq!(pairs["maxItems"].as_u64(), Some(MAX_PAIRS_PER_CHECK as u64));
     }
 }

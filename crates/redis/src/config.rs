@@ -1,4 +1,4 @@
-//! Where the Redis instances are: the `REDIS_URLS` and `REDIS_TIMEOUT` settings main and
+//! Where the Redis instances are: the `REDIS_URLS` and `REDIS_TIMEOUT` settings base, main and
 //! stream share.
 
 use std::time::Duration;

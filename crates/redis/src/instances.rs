@@ -149,7 +149,7 @@ impl std::fmt::Display for Failures<'_> {
 }
 
 /// A URL fit for logs and answers: without its password.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));

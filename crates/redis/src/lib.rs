@@ -1,4 +1,4 @@
-//! The Redis instances of `REDIS_URLS` as main and stream reach them: independent instances
+//! The Redis instances of `REDIS_URLS` as base, main and stream reach them: independent instances
 //! (not a cluster), each behind a lazy, reconnecting connection, and a command sent to all of
 //! them at once with its answers counted against the quorum (N/2+1).
 //!
@@ -11,4 +11,4 @@ pub mod config;
 pub mod instances;
 
 pub use config::RedisArgs;
-pub use instances::{Failures, InstanceError, QuorumError, RedisInstances};
+pub use instances::{Failures, InstanceError, QuorumError, RedisInstances, redact};

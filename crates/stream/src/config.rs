@@ -15,6 +15,10 @@ use crate::rebalance::Tolerance;
 /// fleet's view needs a few round trips per period to be worth deciding on.
 const MIN_REBALANCE_PERIOD: Duration = Duration::from_millis(10);
 
+/// The shortest `BINDING_SWEEP`: a sweep asks base about every held pair, and more than once
+/// a second would make it the polling that announced changes replace.
+const MIN_BINDING_SWEEP: Duration = Duration::from_secs(1);
+
 /// Port stream listens on when `PORT` is not set.
 pub const DEFAULT_PORT: u16 = 8083;
 
@@ -60,6 +64,12 @@ pub struct Config {
     #[arg(long, env = "STREAM_SNDBUF", default_value_t = 65_536)]
     pub stream_sndbuf: usize,
 
+    /// How often every held pair's binding is checked again with base, in batches, whatever
+    /// base announced: the safety net for a change whose announcement was lost (base announces
+    /// each change on Redis, and a pair that is no longer bound ends within a moment of it).
+    #[arg(long, env = "BINDING_SWEEP", value_parser = duration::parse, default_value = "5m")]
+    pub binding_sweep: Duration,
+
     /// Streams this instance serves at once; more are refused with 503.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -97,6 +107,10 @@ impl Config {
             self.lock_ttl
         );
         anyhow::ensure!(self.max_connections > 0, "MAX_CONNECTIONS must be at least 1");
+        anyhow::ensure!(
+            self.binding_sweep >= MIN_BINDING_SWEEP,
+            "BINDING_SWEEP must be at least {MIN_BINDING_SWEEP:?}"
+        );
         anyhow::ensure!(
             self.rebalance_period() >= MIN_REBALANCE_PERIOD,
             "REBALANCE_PERIOD must be at least {MIN_REBALANCE_PERIOD:?}"

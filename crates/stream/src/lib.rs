@@ -10,6 +10,7 @@
 //! - [`locks`]: the [`PairLocks`](locks::PairLocks) trait, its Redlock implementation and the
 //!   all-in-one's in-process one; the same registry holds each instance's number of open
 //!   streams.
+//! - [`changes`]: where the instance hears of binding changes base announces.
 //! - [`metrics`]: what stream counts, in Prometheus.
 //! - [`rebalance`]: how many streams an instance holding more than its share hands off.
 //! - [`feed`]: the instance's one message generator, frames encoded once and shared.
@@ -17,6 +18,7 @@
 //!
 //! [`app`] is the HTTP surface over any lock registry; [`build`] binds and wires.
 
+pub mod changes;
 pub mod config;
 pub mod feed;
 pub mod locks;
@@ -34,6 +36,7 @@ use kubescaler_server::{HttpMetrics, Ping, Readiness, Service, service_router};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
+use crate::changes::BindingSource;
 use crate::locks::{PairLocks, RedisLocks};
 use crate::metrics::StreamMetrics;
 use crate::sessions::{Refresher, Sessions, Settings};
@@ -49,11 +52,12 @@ pub struct App {
     pub refresher: Refresher,
 }
 
-/// stream over any lock registry; the refresher starts here, so an instance never serves
-/// streams that nothing refreshes.
+/// stream over any lock registry, hearing of binding changes from `bindings`; the refresher
+/// starts here, so an instance never serves streams that nothing refreshes.
 pub fn app(
     config: &Config,
     locks: Arc<dyn PairLocks>,
+    bindings: BindingSource,
     shutdown: CancellationToken,
     registry: Registry,
 ) -> anyhow::Result<App> {
@@ -76,9 +80,11 @@ pub fn app(
         rebalance: config.rebalance,
         rebalance_period: config.rebalance_period(),
         rebalance_tolerance: config.rebalance_tolerance,
+        binding_sweep: config.binding_sweep,
     };
+    let notices = bindings.start(metrics.subscriptions.clone(), shutdown.clone())?;
     let sessions = Sessions::new(locks.clone(), base.clone(), feed, settings, metrics, shutdown.clone());
-    let refresher = Refresher::spawn(sessions.clone());
+    let refresher = Refresher::spawn(sessions.clone(), notices);
     let readiness = Readiness::new(shutdown)
         .with_probe(Ping::probe(locks.backend(), locks, |locks| locks.ping()))
         .with_probe(Ping::probe("base", Arc::new(base), |base| Box::pin(base.ready())))
@@ -91,7 +97,8 @@ pub fn app(
 /// stream ready to serve; the refresher runs beside it and releases every lock on shutdown.
 pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
     let locks: Arc<dyn PairLocks> = Arc::new(RedisLocks::new(&config.redis)?);
-    let App { router, refresher, .. } = app(&config, locks, shutdown.clone(), Registry::new())?;
+    let bindings = BindingSource::Redis(config.redis.clone());
+    let App { router, refresher, .. } = app(&config, locks, bindings, shutdown.clone(), Registry::new())?;
     Ok(Service::bind("stream", &config.common, config.port, router, shutdown)
         .await?
         .with_stream_buffers(config.stream_sndbuf)
@@ -133,11 +140,11 @@ mod tests {
         ) -> Result<Lease, AcquireError> {
             self.0.acquire(user, profile, ttl).await
         }
-        async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<Instant, ExtendError> {
-            self.0.extend(lease, ttl).await
+        async fn extend(&self, leases: &[Lease], ttl: Duration) -> Vec<Result<Instant, ExtendError>> {
+            self.0.extend(leases, ttl).await
         }
-        async fn release(&self, lease: &Lease) {
-            self.0.release(lease).await
+        async fn release(&self, leases: &[Lease]) {
+            self.0.release(leases).await
         }
         async fn publish(&self, _: &str, _: u64, _: Duration) -> Result<Fleet, RegistryUnavailable> {
             panic!("a bug in the fleet's publication");
@@ -161,7 +168,10 @@ mod tests {
         let config = Config::try_parse_from(["stream", "--base-url", "http://127.0.0.1:1"]).unwrap();
         let shutdown = CancellationToken::new();
         let locks: Arc<dyn PairLocks> = Arc::new(PanicsOnPublish(InProcessLocks::start()));
-        let App { router, refresher, .. } = app(&config, locks, shutdown.clone(), Registry::new()).unwrap();
+        let (_changes, bindings) = tokio::sync::broadcast::channel(1);
+        let bindings = BindingSource::InProcess(bindings);
+        let App { router, refresher, .. } =
+            app(&config, locks, bindings, shutdown.clone(), Registry::new()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         let body = loop {
             let (status, body) = readyz(&router).await;

@@ -16,6 +16,7 @@ pub struct StreamMetrics {
     pub refresh: Histogram,
     pub rebalanced: IntCounter,
     pub refused: IntCounterVec,
+    pub subscriptions: IntGauge,
 }
 
 impl StreamMetrics {
@@ -42,9 +43,12 @@ impl StreamMetrics {
             refresh: Histogram::with_opts(
                 HistogramOpts::new(
                     "kubescaler_stream_lock_refresh_duration_seconds",
-                    "Time to extend one lock",
+                    "Time to extend every lock and marker the instance holds (one script per Redis \
+                     instance per 1,000 locks)",
                 )
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
             )?,
             rebalanced: IntCounter::new(
                 "kubescaler_stream_rebalanced_total",
@@ -57,6 +61,11 @@ impl StreamMetrics {
                 ),
                 &["error"],
             )?,
+            subscriptions: IntGauge::new(
+                "kubescaler_stream_binding_subscriptions",
+                "Redis instances this instance hears binding changes from (0: only the sweep catches \
+                 unbound pairs)",
+            )?,
         };
         registry.register(Box::new(metrics.active.clone()))?;
         registry.register(Box::new(metrics.sent.clone()))?;
@@ -67,6 +76,7 @@ impl StreamMetrics {
         registry.register(Box::new(metrics.refresh.clone()))?;
         registry.register(Box::new(metrics.rebalanced.clone()))?;
         registry.register(Box::new(metrics.refused.clone()))?;
+        registry.register(Box::new(metrics.subscriptions.clone()))?;
         Ok(metrics)
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kubescaler_core::{ProfileId, UserId};
 use kubescaler_redis::RedisArgs;
-use kubescaler_stream::locks::{AcquireError, Fleet, InProcessLocks, PairLocks, RedisLocks};
+use kubescaler_stream::locks::{AcquireError, ExtendError, Fleet, InProcessLocks, PairLocks, RedisLocks};
 use kubescaler_testkit::RedisServer;
 
 fn pair() -> (UserId, ProfileId) {
@@ -34,7 +34,7 @@ mod suite {
         }
         let (u2, p2) = pair();
         locks.acquire(u2, p2, Duration::from_secs(30)).await.expect("other pairs are independent");
-        locks.release(&lease).await;
+        locks.release(&[lease]).await;
         locks.acquire(u, p, Duration::from_secs(30)).await.expect("free once released");
     }
 
@@ -43,18 +43,63 @@ mod suite {
         let lease = locks.acquire(u, p, TTL).await.unwrap();
         for _ in 0..3 {
             tokio::time::sleep(TTL / 2).await;
-            locks.extend(&lease, TTL).await.expect("extended while held");
+            let extended = locks.extend(std::slice::from_ref(&lease), TTL).await;
+            assert!(matches!(extended.as_slice(), [Ok(_)]), "extended while held: {extended:?}");
         }
         assert!(matches!(locks.acquire(u, p, TTL).await, Err(AcquireError::Conflict { .. })), "still held");
         tokio::time::sleep(TTL + Duration::from_millis(200)).await;
         let newer = locks.acquire(u, p, TTL).await.expect("free after the TTL");
-        assert!(locks.extend(&lease, TTL).await.is_err(), "the old holder lost it");
-        locks.release(&lease).await;
+        let extended = locks.extend(std::slice::from_ref(&lease), TTL).await;
+        assert!(
+            matches!(extended.as_slice(), [Err(ExtendError::Lost(_))]),
+            "the old holder lost it: {extended:?}"
+        );
+        locks.release(&[lease]).await;
         assert!(
             matches!(locks.acquire(u, p, TTL).await, Err(AcquireError::Conflict { .. })),
             "an old lease cannot release the new holder's lock"
         );
-        locks.release(&newer).await;
+        locks.release(&[newer]).await;
+    }
+
+    /// Many leases in one call, across batch boundaries: each lock is extended or refused by its
+    /// own token, the answers come in order, and a release takes only what is still its own.
+    pub async fn leases_in_batches(locks: &dyn PairLocks) {
+        const LEASES: usize = 2_500;
+        let ttl = Duration::from_secs(30);
+        let mut leases = Vec::with_capacity(LEASES);
+        for _ in 0..LEASES {
+            let (u, p) = pair();
+            leases.push(locks.acquire(u, p, ttl).await.unwrap());
+        }
+        let extended = locks.extend(&leases, ttl).await;
+        assert_eq!(extended.len(), LEASES);
+        assert!(extended.iter().all(Result::is_ok), "{:?}", extended.iter().find(|e| e.is_err()));
+        // Every 7th pair moves to another holder; the others stay ours.
+        let moved: Vec<_> = leases.iter().step_by(7).cloned().collect();
+        locks.release(&moved).await;
+        let mut others = Vec::new();
+        for lease in &moved {
+            others.push(locks.acquire(lease.user, lease.profile, ttl).await.expect("released, so free"));
+        }
+        let verdicts = locks.extend(&leases, ttl).await;
+        assert_eq!(verdicts.len(), LEASES);
+        for (i, verdict) in verdicts.iter().enumerate() {
+            match (i % 7, verdict) {
+                (0, Err(ExtendError::Lost(_))) | (1.., Ok(_)) => {}
+                other => panic!("lease {i}: {other:?}"),
+            }
+        }
+        locks.release(&leases).await;
+        for lease in &moved {
+            let taken = locks.acquire(lease.user, lease.profile, TTL).await;
+            assert!(
+                matches!(taken, Err(AcquireError::Conflict { .. })),
+                "a stale lease released the new holder's lock"
+            );
+        }
+        locks.acquire(leases[1].user, leases[1].profile, TTL).await.expect("released with the batch");
+        locks.release(&others).await;
     }
 
     /// Needs a registry of its own: the fleet is whoever publishes there.
@@ -102,6 +147,12 @@ macro_rules! conformance {
                 let locks: Arc<dyn PairLocks> = $make.await;
                 suite::expiry_and_extension(&*locks).await;
             }
+
+            #[$test]
+            async fn leases_in_batches() {
+                let locks: Arc<dyn PairLocks> = $make.await;
+                suite::leases_in_batches(&*locks).await;
+            }
         }
     };
 }
@@ -125,7 +176,7 @@ async fn in_process_launched_follows_the_lock() {
     assert!(!locks.is_launched(u, p));
     let lease = locks.acquire(u, p, TTL).await.unwrap();
     assert!(locks.is_launched(u, p));
-    locks.release(&lease).await;
+    locks.release(&[lease]).await;
     assert!(!locks.is_launched(u, p));
     locks.acquire(u, p, Duration::from_millis(100)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -158,4 +209,33 @@ async fn the_fleet_needs_a_quorum_of_redis_instances() {
     let error =
         locks.publish("stream-b", 2, Duration::from_secs(5)).await.expect_err("one of three is too few");
     assert!(error.to_string().contains("1 Redis instances answered, 2 needed"), "{error}");
+}
+
+/// A refresh of thousands of locks costs each Redis instance one script call per 1,000 locks,
+/// and every lock and marker is extended by it.
+#[tokio::test]
+async fn redis_extends_a_thousand_locks_per_call() {
+    let server = RedisServer::start().await;
+    let locks =
+        RedisLocks::new(&RedisArgs { urls: vec![server.url()], timeout: Duration::from_secs(1) }).unwrap();
+    let mut leases = Vec::new();
+    for _ in 0..2_500 {
+        let (u, p) = pair();
+        leases.push(locks.acquire(u, p, Duration::from_secs(5)).await.unwrap());
+    }
+    // The first call also loads the script into Redis.
+    locks.extend(&leases[..1], Duration::from_secs(5)).await;
+    let before = server.command_calls().await;
+    let verdicts = locks.extend(&leases, Duration::from_secs(60)).await;
+    assert!(verdicts.iter().all(Result::is_ok));
+    let after = server.command_calls().await;
+    let calls = |name: &str| after.get(name).unwrap_or(&0) - before.get(name).unwrap_or(&0);
+    assert_eq!(calls("evalsha"), 3, "{after:?}");
+    assert_eq!(calls("pexpire"), 2_500);
+    let lease = &leases[2_499];
+    let key = |kind| format!("kubescaler:{kind}:{}:{}", lease.user, lease.profile);
+    for kind in ["lock", "launched"] {
+        let ttl: i64 = server.command(&["PTTL", &key(kind)]).await.unwrap();
+        assert!(ttl > 55_000, "{kind} extended to {ttl} ms");
+    }
 }

@@ -42,9 +42,15 @@ pub async fn require_cassandra() -> Vec<String> {
     nodes
 }
 
+/// The shared Redis's URL (`REDIS_URL`, default `redis://127.0.0.1:6379`), unchecked: where a
+/// service that only announces (base) is pointed.
+pub fn shared_redis_url() -> String {
+    env_or("REDIS_URL", "redis://127.0.0.1:6379")
+}
+
 /// The shared Redis (`REDIS_URL`, default `redis://127.0.0.1:6379`), after checking it answers.
 pub async fn require_redis() -> String {
-    let url = env_or("REDIS_URL", "redis://127.0.0.1:6379");
+    let url = shared_redis_url();
     let addr = url.trim_start_matches("redis://").trim_end_matches('/');
     if TcpStream::connect(addr).await.is_err() {
         panic!("Redis is not reachable at {addr} (REDIS_URL). Start it with `scripts/services.sh up`.");

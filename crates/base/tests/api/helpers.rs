@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use kubescaler_base::Config;
 use kubescaler_base::cassandra::CassandraConfig;
+use kubescaler_redis::RedisArgs;
 use kubescaler_server::config::{CommonArgs, LogFormat};
 pub use kubescaler_testkit::{Forwarder, Http, error_code, require_cassandra};
 use reqwest::StatusCode;
@@ -21,6 +22,10 @@ pub fn config(nodes: Vec<String>, keyspace: &str) -> Config {
     Config {
         port: 0,
         cassandra: CassandraConfig::new(nodes, keyspace).unwrap(),
+        redis: RedisArgs {
+            urls: vec![kubescaler_testkit::shared_redis_url()],
+            timeout: Duration::from_millis(500),
+        },
         hostname: "localhost".to_owned(),
         common: CommonArgs {
             listen_address: "127.0.0.1".parse().unwrap(),

@@ -2,6 +2,7 @@
 //! resource. Start Cassandra first: `scripts/services.sh up`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bindings;
 mod helpers;
 mod lifecycle;
 mod openapi;

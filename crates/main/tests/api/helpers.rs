@@ -23,6 +23,10 @@ pub async fn spawn_base(keyspace: &str) -> Running {
     let config = kubescaler_base::Config {
         port: 0,
         cassandra: CassandraConfig::new(nodes, keyspace).unwrap(),
+        redis: RedisArgs {
+            urls: vec![kubescaler_testkit::shared_redis_url()],
+            timeout: Duration::from_millis(500),
+        },
         hostname: "localhost".to_owned(),
         common: common_args(),
     };

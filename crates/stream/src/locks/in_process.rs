@@ -166,26 +166,33 @@ impl PairLocks for InProcessLocks {
         Ok(Lease { user, profile, valid_until: now + ttl, token: token.to_be_bytes().to_vec() })
     }
 
-    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<Instant, ExtendError> {
+    async fn extend(&self, leases: &[Lease], ttl: Duration) -> Vec<Result<Instant, ExtendError>> {
         let now = Instant::now();
-        let pair = (lease.user, lease.profile);
         let mut state = self.shared.state();
-        match state.holder(pair, now) {
-            // A later expiry: the purge task wakes at the earlier one, finds nothing, and
-            // sleeps again, so it need not be told.
-            Some(held) if held.token == token_of(lease) => {
-                state.hold(pair, held.token, now + ttl);
-                Ok(now + ttl)
-            }
-            _ => Err(ExtendError::Lost(Lost::InProcess)),
-        }
+        leases
+            .iter()
+            .map(|lease| {
+                let pair = (lease.user, lease.profile);
+                match state.holder(pair, now) {
+                    // A later expiry: the purge task wakes at the earlier one, finds nothing,
+                    // and sleeps again, so it need not be told.
+                    Some(held) if held.token == token_of(lease) => {
+                        state.hold(pair, held.token, now + ttl);
+                        Ok(now + ttl)
+                    }
+                    _ => Err(ExtendError::Lost(Lost::InProcess)),
+                }
+            })
+            .collect()
     }
 
-    async fn release(&self, lease: &Lease) {
-        let pair = (lease.user, lease.profile);
+    async fn release(&self, leases: &[Lease]) {
         let mut state = self.shared.state();
-        if state.held.get(&pair).is_some_and(|held| held.token == token_of(lease)) {
-            state.release(pair);
+        for lease in leases {
+            let pair = (lease.user, lease.profile);
+            if state.held.get(&pair).is_some_and(|held| held.token == token_of(lease)) {
+                state.release(pair);
+            }
         }
     }
 
@@ -233,11 +240,12 @@ mod tests {
         let kept = locks.acquire(UserId::new_random(), ProfileId::new_random(), Duration::from_secs(5)).await;
         let kept = kept.unwrap();
         tokio::time::sleep(Duration::from_secs(4)).await;
-        locks.extend(&kept, Duration::from_secs(60)).await.unwrap();
+        let extended = locks.extend(std::slice::from_ref(&kept), Duration::from_secs(60)).await;
+        assert!(matches!(extended.as_slice(), [Ok(_)]), "{extended:?}");
         tokio::time::sleep(Duration::from_secs(20)).await;
         assert_eq!(held(&locks), (1, 1), "only the extended lock is left");
         assert!(locks.is_launched(kept.user, kept.profile));
-        locks.release(&kept).await;
+        locks.release(std::slice::from_ref(&kept)).await;
         assert_eq!(held(&locks), (0, 0));
     }
 

@@ -101,10 +101,12 @@ pub trait PairLocks: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), RegistryUnavailable>;
     /// Takes the pair's lock for `ttl` (one attempt, no waiting) and writes its marker.
     async fn acquire(&self, user: UserId, profile: ProfileId, ttl: Duration) -> Result<Lease, AcquireError>;
-    /// Extends the lock and the marker by `ttl`; answers until when the lock is now valid.
-    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<Instant, ExtendError>;
-    /// Releases the lock (if still ours) and removes the marker, best effort.
-    async fn release(&self, lease: &Lease);
+    /// Extends each lock and its marker by `ttl`: for each lease, in order, until when its lock
+    /// is now valid, or why it was not extended. Many leases cost a few round trips, not one
+    /// each: this is what the instance does for every held stream every `LOCK_REFRESH`.
+    async fn extend(&self, leases: &[Lease], ttl: Duration) -> Vec<Result<Instant, ExtendError>>;
+    /// Releases each lock (if still ours) and removes its marker, best effort.
+    async fn release(&self, leases: &[Lease]);
     /// Publishes that instance `host` has `streams` open, for `ttl`, and answers the open
     /// streams of every live instance, `host` included.
     async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, RegistryUnavailable>;

@@ -14,7 +14,10 @@
 //! that is still valid for most of its TTL. Here an extension tells a lock that is gone (held by
 //! another token, or expired) from one that could not be confirmed (too few answers), and
 //! answers how long the lock stays valid, Redlock's way: from the moment the extension was
-//! sent, TTL minus the clock drift allowance.
+//! sent, TTL minus the clock drift allowance. One script call extends up to [`BATCH`] locks and
+//! their markers on an instance, each still checked against its own token: an instance
+//! holding thousands of streams costs each Redis a few calls per refresh, not thousands.
+//! Releases are batched the same way.
 //!
 //! The fleet: every stream instance publishes its number of open streams under its host name
 //! with a short TTL ([`PairLocks::publish`]), and reads everyone's.
@@ -23,29 +26,50 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use kubescaler_core::{ProfileId, UserId, keys};
-use kubescaler_redis::{Failures, RedisArgs, RedisInstances};
+use kubescaler_redis::{Failures, InstanceError, RedisArgs, RedisInstances};
 use tokio::time::Instant;
 
 use super::{AcquireError, ExtendError, Fleet, Lease, Lost, PairLocks, RegistryUnavailable, validity_end};
 
-/// Extends the lock, and the marker with it, only while the lock holds the lease's token:
-/// 1 extended, 0 not ours.
+/// Extends each lock (`KEYS[2i-1]`), and its marker (`KEYS[2i]`) with it, only while the lock
+/// holds its lease's token (`ARGV[i+1]`), by `ARGV[1]` milliseconds; answers one flag per
+/// lock: 1 extended, 0 not ours. Never deletes anything.
 const EXTEND: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-  return 1
+local ttl = ARGV[1]
+local extended = {}
+for i = 1, #KEYS / 2 do
+  local lock = KEYS[2 * i - 1]
+  if redis.call('GET', lock) == ARGV[i + 1] then
+    redis.call('PEXPIRE', lock, ttl)
+    redis.call('SET', KEYS[2 * i], '1', 'PX', ttl)
+    extended[i] = 1
+  else
+    extended[i] = 0
+  end
 end
-return 0
+return extended
 ";
 
+/// Deletes each lock (`KEYS[2i-1]`) and its marker (`KEYS[2i]`) while the lock holds its
+/// lease's token (`ARGV[i]`): a marker written by the replica that took the pair over stays.
 const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1], KEYS[2])
+local deleted = 0
+for i = 1, #KEYS / 2 do
+  if redis.call('GET', KEYS[2 * i - 1]) == ARGV[i] then
+    deleted = deleted + redis.call('DEL', KEYS[2 * i - 1], KEYS[2 * i])
+  end
 end
-return 0
+return deleted
 ";
+
+/// Locks per script call. A thousand locks are about 3,000 commands run inside Redis (a GET,
+/// a PEXPIRE and a SET each) in about a millisecond (docs/SCALE.md): long enough that the
+/// round trip is noise, short enough not to hold up other clients of a single-threaded Redis.
+pub const BATCH: usize = 1_000;
+/// Batches in flight at once on each instance: a second one travels while Redis runs the first.
+const BATCHES_IN_FLIGHT: usize = 2;
 
 /// Writes the instance's entry and its place in the index (scored by expiry, by Redis' clock, so
 /// the instances' clocks never matter), drops expired hosts from the index, and answers
@@ -116,11 +140,93 @@ impl RedisLocks {
         })
     }
 
+    /// One script call per instance for `batch`; each lease's verdict from the instances' flags.
+    async fn extend_batch(&self, batch: &[Lease], ttl: Duration) -> Vec<Result<Instant, ExtendError>> {
+        let sent = Instant::now();
+        let replies = self
+            .instances
+            .each(|mut connection| {
+                let mut invocation = self.extend.prepare_invoke();
+                invocation.arg(ttl.as_millis() as u64);
+                for lease in batch {
+                    invocation
+                        .key(keys::lock(lease.user, lease.profile))
+                        .key(keys::launched(lease.user, lease.profile))
+                        .arg(lease.token.as_slice());
+                }
+                async move {
+                    let flags = invocation.invoke_async::<Vec<i64>>(&mut connection).await?;
+                    if flags.len() == batch.len() {
+                        Ok(flags)
+                    } else {
+                        Err(redis::RedisError::from((
+                            redis::ErrorKind::UnexpectedReturnType,
+                            "extension answered another number of flags than locks asked",
+                            format!("{} for {}", flags.len(), batch.len()),
+                        )))
+                    }
+                }
+            })
+            .await;
+        let needed = self.instances.quorum();
+        let failures: Vec<InstanceError> =
+            replies.iter().filter_map(|reply| reply.as_ref().err().cloned()).collect();
+        let flags: Vec<&Vec<i64>> = replies.iter().filter_map(|reply| reply.as_ref().ok()).collect();
+        if !failures.is_empty() && flags.len() >= needed {
+            tracing::warn!(failures = %Failures(&failures), "some Redis instances did not extend locks; a quorum answered");
+        }
+        (0..batch.len())
+            .map(|i| {
+                let extended = flags.iter().filter(|flags| flags[i] == 1).count();
+                verdict(extended, replies.len(), needed, &failures, validity_end(sent, ttl))
+            })
+            .collect()
+    }
+
+    async fn release_batch(&self, batch: &[Lease]) {
+        self.instances
+            .each(|mut connection| {
+                let mut invocation = self.release.prepare_invoke();
+                for lease in batch {
+                    invocation
+                        .key(keys::lock(lease.user, lease.profile))
+                        .key(keys::launched(lease.user, lease.profile))
+                        .arg(lease.token.as_slice());
+                }
+                async move { invocation.invoke_async::<i64>(&mut connection).await }
+            })
+            .await;
+    }
+
     async fn write_marker(&self, lease: &Lease, ttl: Duration) -> Result<(), RegistryUnavailable> {
         let mut set = redis::cmd("SET");
         set.arg(keys::launched(lease.user, lease.profile)).arg("1").arg("PX").arg(ttl.as_millis() as u64);
         self.instances.on_quorum::<()>(&set).await.map(drop).map_err(RegistryUnavailable::Marker)
     }
+}
+
+/// A lock's fate from what the instances said: extended on a quorum, lost when those that said
+/// "not ours" leave too few to ever make one, unconfirmed otherwise.
+fn verdict(
+    extended: usize,
+    instances: usize,
+    needed: usize,
+    failures: &[InstanceError],
+    valid_until: Instant,
+) -> Result<Instant, ExtendError> {
+    if extended >= needed {
+        return Ok(valid_until);
+    }
+    let not_ours = instances - extended - failures.len();
+    if extended + failures.len() < needed {
+        return Err(ExtendError::Lost(Lost::OnInstances { not_ours, instances }));
+    }
+    Err(ExtendError::Unavailable(RegistryUnavailable::Unconfirmed {
+        extended,
+        instances,
+        needed,
+        failures: failures.to_vec(),
+    }))
 }
 
 #[async_trait]
@@ -144,7 +250,7 @@ impl PairLocks for RedisLocks {
                     let lease =
                         Lease { user, profile, valid_until: validity_end(started, ttl), token: lock.val };
                     if let Err(e) = self.write_marker(&lease, ttl).await {
-                        self.release(&lease).await;
+                        self.release(std::slice::from_ref(&lease)).await;
                         return Err(AcquireError::Unavailable(e));
                     }
                     return Ok(lease);
@@ -180,63 +286,16 @@ impl PairLocks for RedisLocks {
         Err(AcquireError::Unavailable(RegistryUnavailable::NoHolder))
     }
 
-    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<Instant, ExtendError> {
-        let sent = Instant::now();
-        let replies = self
-            .instances
-            .each(|mut connection| {
-                let mut invocation = self.extend.prepare_invoke();
-                invocation
-                    .key(keys::lock(lease.user, lease.profile))
-                    .key(keys::launched(lease.user, lease.profile))
-                    .arg(lease.token.as_slice())
-                    .arg(ttl.as_millis() as u64);
-                async move { invocation.invoke_async::<i64>(&mut connection).await }
-            })
-            .await;
-        let instances = replies.len();
-        let mut extended = 0;
-        let mut failures = Vec::new();
-        for reply in replies {
-            match reply {
-                Ok(1) => extended += 1,
-                Ok(_) => {}
-                Err(failure) => failures.push(failure),
-            }
-        }
-        let needed = self.instances.quorum();
-        if extended >= needed {
-            if !failures.is_empty() {
-                tracing::warn!(failures = %Failures(&failures), "some Redis instances did not extend a lock; a quorum did");
-            }
-            return Ok(validity_end(sent, ttl));
-        }
-        let not_ours = instances - extended - failures.len();
-        if extended + failures.len() < needed {
-            // The instances that said "not ours" alone leave too few to ever make a quorum.
-            return Err(ExtendError::Lost(Lost::OnInstances { not_ours, instances }));
-        }
-        Err(ExtendError::Unavailable(RegistryUnavailable::Unconfirmed {
-            extended,
-            instances,
-            needed,
-            failures,
-        }))
+    async fn extend(&self, leases: &[Lease], ttl: Duration) -> Vec<Result<Instant, ExtendError>> {
+        let batches: Vec<_> = leases.chunks(BATCH).map(|batch| self.extend_batch(batch, ttl)).collect();
+        let verdicts: Vec<Vec<_>> =
+            futures::stream::iter(batches).buffered(BATCHES_IN_FLIGHT).collect().await;
+        verdicts.into_iter().flatten().collect()
     }
 
-    async fn release(&self, lease: &Lease) {
-        // Lock and marker go together, and only while the lock is still ours: a marker
-        // written by the replica that took the pair over must survive.
-        self.instances
-            .each(|mut connection| {
-                let mut invocation = self.release.prepare_invoke();
-                invocation
-                    .key(keys::lock(lease.user, lease.profile))
-                    .key(keys::launched(lease.user, lease.profile))
-                    .arg(lease.token.as_slice());
-                async move { invocation.invoke_async::<i64>(&mut connection).await }
-            })
-            .await;
+    async fn release(&self, leases: &[Lease]) {
+        let batches: Vec<_> = leases.chunks(BATCH).map(|batch| self.release_batch(batch)).collect();
+        futures::stream::iter(batches).buffer_unordered(BATCHES_IN_FLIGHT).collect::<Vec<()>>().await;
     }
 
     async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, RegistryUnavailable> {

@@ -28,6 +28,7 @@ impl Sessions {
             return Err(Refusal::Rebalancing { retry_after: DRAINING_RETRY });
         }
         let started = Instant::now();
+        let epoch = self.epoch.load(Ordering::SeqCst);
         match self.base.binding(profile, user).await? {
             Binding::Bound => {}
             Binding::NotBound => return Err(Refusal::NotBound(user, profile)),
@@ -56,16 +57,38 @@ impl Sessions {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (end_tx, end_rx) = oneshot::channel();
         let deadline = self.deadline(lease.valid_until);
-        let mut held = self.held();
         // Checked under the lock the shutdown drain takes after cancelling: either the drain
         // sees this pair and releases it, or this request does, before answering.
-        if self.shutdown.is_cancelled() {
-            drop(held);
-            self.locks.release(&lease).await;
+        let registered = {
+            let mut held = self.held();
+            let open = !self.shutdown.is_cancelled();
+            if open {
+                held.insert(
+                    id,
+                    Held { lease: lease.clone(), end: end_tx, deadline, unconfirmed: None, checked: started },
+                );
+            }
+            open
+        };
+        if !registered {
+            self.locks.release(std::slice::from_ref(&lease)).await;
             return Err(Refusal::ShuttingDown);
         }
-        held.insert(id, Held { lease: lease.clone(), end: end_tx, deadline, unconfirmed: None });
-        drop(held);
+        // A change the watcher read the held pairs for after this pair's check and before it
+        // was registered here could have unbound it unseen: check again, as the watcher would.
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            let refusal = match self.base.binding(profile, user).await {
+                Ok(Binding::Bound) => None,
+                Ok(Binding::NotBound) => Some(Refusal::NotBound(user, profile)),
+                Ok(Binding::NoProfile) => Some(Refusal::NoProfile(profile)),
+                Err(e) => Some(Refusal::Base(e)),
+            };
+            if let Some(refusal) = refusal {
+                self.held().remove(&id);
+                self.locks.release(std::slice::from_ref(&lease)).await;
+                return Err(refusal);
+            }
+        }
         if deadline < *lock(&self.watchdog_at) {
             self.watchdog.notify_one();
         }

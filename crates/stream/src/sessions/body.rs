@@ -42,7 +42,7 @@ impl Drop for StreamGuard {
         let client_side = held.remove(&self.id).is_some();
         if client_side && (sessions.settings.release_on_disconnect || sessions.shutdown.is_cancelled()) {
             let (locks, lease) = (sessions.locks.clone(), self.lease.clone());
-            sessions.releases.spawn(async move { locks.release(&lease).await });
+            sessions.releases.spawn(async move { locks.release(&[lease]).await });
         }
         drop(held);
     }

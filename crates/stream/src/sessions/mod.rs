@@ -4,6 +4,7 @@
 //! - [`admission`]: whether a stream may open, and its lock.
 //! - [`refresher`]: the refresher and its watchdog, rebalancing, and the release of every lock
 //!   on shutdown.
+//! - [`bindings`]: the binding watcher, which ends the streams whose pair a change unbound.
 //! - [`body`]: the SSE body of an open stream and the [`StreamGuard`] that ends it.
 //!
 //! Every open stream owns a [`StreamGuard`]: created once the lock is held, dropped on every
@@ -27,6 +28,7 @@
 //! ends. A stream never outlives its lock, and one slow answer no longer ends it.
 
 mod admission;
+mod bindings;
 mod body;
 mod refresher;
 
@@ -75,6 +77,8 @@ struct Held {
     deadline: Instant,
     /// Why the last extension was not confirmed, while it was not.
     unconfirmed: Option<RegistryUnavailable>,
+    /// When base last said the pair is bound (admission, a re-check, the sweep).
+    checked: Instant,
 }
 
 /// Why a stream's lock is not ours any more, as its client is told (`lock-lost`).
@@ -100,6 +104,7 @@ pub struct Settings {
     pub rebalance: bool,
     pub rebalance_period: Duration,
     pub rebalance_tolerance: Tolerance,
+    pub binding_sweep: Duration,
 }
 
 /// Why a stream was not opened.
@@ -146,6 +151,9 @@ pub struct Sessions {
     /// When the watchdog next looks at deadlines; a stream opened with an earlier one wakes it.
     watchdog_at: Mutex<Instant>,
     watchdog: Notify,
+    /// Moved by the binding watcher each time it is about to read the held pairs for a change:
+    /// admission compares it before its check and after registering its pair.
+    epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -177,6 +185,7 @@ impl Sessions {
             drain: Mutex::new(None),
             watchdog_at: Mutex::new(Instant::now()),
             watchdog: Notify::new(),
+            epoch: AtomicU64::new(0),
             settings,
         })
     }

@@ -1,27 +1,22 @@
 //! The instance's ONE refresher task: every `LOCK_REFRESH` it extends every held lock and
-//! marker and re-checks every binding; every `REBALANCE_PERIOD` it publishes the instance's
-//! open streams and hands the excess off; beside it a watchdog ends the streams whose locks
-//! could not be extended in time; on shutdown it releases every lock, awaited.
+//! marker, in batches; every `REBALANCE_PERIOD` it publishes the instance's open streams and
+//! hands the excess off; beside it a watchdog ends the streams whose locks could not be
+//! extended in time, and the binding watcher the streams whose pair is no longer bound; on
+//! shutdown it releases every lock, awaited.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use futures::FutureExt;
-use futures::StreamExt;
 use futures::future::BoxFuture;
-use kubescaler_base_client::Binding;
 use kubescaler_server::{Ping, Probe};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{Drain, End, Held, LockLost, Sessions, lock};
+use crate::changes::Notice;
 use crate::locks::{ExtendError, Lease, RegistryUnavailable};
-
-/// Extensions (and binding checks) in flight at once in a refresh cycle. Each waits on Redis
-/// and base for a millisecond or so: 64 at a time extend thousands of locks well within a
-/// `LOCK_REFRESH`, without a burst of thousands of calls at each instance's Redis and base.
-const EXTENSIONS_IN_FLIGHT: usize = 64;
 
 /// An instance's fleet entry outlives a missed publication or two; a dead instance's is
 /// forgotten after this many periods.
@@ -60,15 +55,16 @@ impl Stopped {
 }
 
 impl Refresher {
-    /// Starts `sessions`' refresher; it runs until the instance's shutdown token fires.
-    pub fn spawn(sessions: Arc<Sessions>) -> Self {
+    /// Starts `sessions`' refresher, and its binding watcher on `notices`; they run until the
+    /// instance's shutdown token fires.
+    pub fn spawn(sessions: Arc<Sessions>, notices: mpsc::UnboundedReceiver<Notice>) -> Self {
         let stopped = Arc::new(Stopped::default());
         let shutdown = sessions.shutdown.clone();
         let task = tokio::spawn({
             let stopped = stopped.clone();
             async move {
                 // Caught, so that it is told now rather than when the drain awaits the task.
-                let outcome = AssertUnwindSafe(sessions.refresh_until_shutdown()).catch_unwind().await;
+                let outcome = AssertUnwindSafe(sessions.refresh_until_shutdown(notices)).catch_unwind().await;
                 let why = match outcome {
                     Ok(()) if shutdown.is_cancelled() => return,
                     Ok(()) => RefresherStopped::Ended,
@@ -104,10 +100,11 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Sessions {
-    /// The refresher: every `LOCK_REFRESH`, extend every held lock and marker and re-check
-    /// every binding; end the streams that lost either. Beside it, the watchdog ends the streams
-    /// whose locks could not be extended in time. On shutdown, release every lock.
-    pub async fn refresh_until_shutdown(self: Arc<Self>) {
+    /// The refresher: every `LOCK_REFRESH`, extend every held lock and marker; end the streams
+    /// that lost theirs. Beside it, the watchdog ends the streams whose locks could not be
+    /// extended in time, and the binding watcher those whose pair is no longer bound. On
+    /// shutdown, release every lock.
+    pub(crate) async fn refresh_until_shutdown(self: Arc<Self>, notices: mpsc::UnboundedReceiver<Notice>) {
         let refresher = async {
             let mut ticks = tokio::time::interval(self.settings.lock_refresh);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -124,20 +121,22 @@ impl Sessions {
             }
         };
         // In the same task, yet never waiting behind the refresher's Redis calls: `join` polls
-        // the watchdog whenever its timer fires.
-        tokio::join!(refresher, self.watch_deadlines());
+        // the watchdog whenever its timer fires, and the watcher whenever a change comes.
+        tokio::join!(refresher, self.watch_deadlines(), self.watch_bindings(notices));
         // Out of the fleet first, so that no instance counts this one's streams as placed.
         self.locks.withdraw(&self.settings.host).await;
         // Every lock is released here, and awaited, so the pairs can move to another replica
         // at once; a stream's own guard could only spawn the release, and a spawned task does
         // not outlive the runtime when the process exits.
         let leaving: Vec<Held> = self.held().drain().map(|(_, held)| held).collect();
-        let releases = leaving.into_iter().map(|held| {
-            let _ = held.end.send(End::Shutdown);
-            let locks = self.locks.clone();
-            async move { locks.release(&held.lease).await }
-        });
-        futures::future::join_all(releases).await;
+        let leases: Vec<Lease> = leaving
+            .into_iter()
+            .map(|held| {
+                let _ = held.end.send(End::Shutdown);
+                held.lease
+            })
+            .collect();
+        self.locks.release(&leases).await;
         // Releases spawned before the drain (disconnects, unbound pairs) finish too.
         self.releases.close();
         self.releases.wait().await;
@@ -176,56 +175,47 @@ impl Sessions {
     }
 
     async fn refresh_all(self: &Arc<Self>) {
-        let snapshot: Vec<(u64, Lease)> = self.held().iter().map(|(id, h)| (*id, h.lease.clone())).collect();
-        let unconfirmed = AtomicU64::new(0);
-        let unconfirmed = &unconfirmed;
-        futures::stream::iter(snapshot)
-            .for_each_concurrent(EXTENSIONS_IN_FLIGHT, |(id, lease)| async move {
-                let started = Instant::now();
-                // Redis calls time out by themselves (REDIS_TIMEOUT); this bounds a cycle even if
-                // one did not, so the next refresh comes while the lock is still valid.
-                let extension = self.locks.extend(&lease, self.settings.lock_ttl);
-                let extended = tokio::time::timeout(self.settings.lock_refresh, extension).await.unwrap_or_else(
-                    |_| Err(ExtendError::Unavailable(RegistryUnavailable::NoAnswer("LOCK_REFRESH"))),
-                );
-                self.metrics.refresh.observe(started.elapsed().as_secs_f64());
-                match extended {
+        let (ids, leases): (Vec<u64>, Vec<Lease>) =
+            self.held().iter().map(|(id, held)| (*id, held.lease.clone())).unzip();
+        if leases.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        // Redis calls time out by themselves (REDIS_TIMEOUT); this bounds a cycle even if one
+        // did not, so the next refresh comes while the locks are still valid.
+        let extension = self.locks.extend(&leases, self.settings.lock_ttl);
+        let outcomes =
+            tokio::time::timeout(self.settings.lock_refresh, extension).await.unwrap_or_else(|_| {
+                let why = RegistryUnavailable::NoAnswer("LOCK_REFRESH");
+                leases.iter().map(|_| Err(ExtendError::Unavailable(why.clone()))).collect()
+            });
+        self.metrics.refresh.observe(started.elapsed().as_secs_f64());
+        let mut lost = Vec::new();
+        let mut unconfirmed = 0;
+        {
+            let mut held = self.held();
+            for ((id, lease), outcome) in ids.into_iter().zip(&leases).zip(outcomes) {
+                let Some(stream) = held.get_mut(&id) else { continue };
+                match outcome {
                     Ok(valid_until) => {
-                        if let Some(held) = self.held().get_mut(&id) {
-                            held.deadline = held.deadline.max(self.deadline(valid_until));
-                            if held.unconfirmed.take().is_some() {
-                                tracing::info!(user = %lease.user, profile = %lease.profile, stream = id, "lock extended again");
-                            }
+                        stream.deadline = stream.deadline.max(self.deadline(valid_until));
+                        if stream.unconfirmed.take().is_some() {
+                            tracing::info!(user = %lease.user, profile = %lease.profile, stream = id, "lock extended again");
                         }
                     }
-                    Err(ExtendError::Lost(why)) => {
-                        self.end(id, End::LockLost(why.into()), "lock");
-                        return;
-                    }
+                    Err(ExtendError::Lost(why)) => lost.push((id, why)),
                     // Perhaps still ours: the stream goes on until its deadline, which the
                     // watchdog keeps; the next refresh tries again.
                     Err(ExtendError::Unavailable(why)) => {
-                        if let Some(held) = self.held().get_mut(&id) {
-                            held.unconfirmed = Some(why);
-                            unconfirmed.fetch_add(1, Ordering::Relaxed);
-                        }
+                        stream.unconfirmed = Some(why);
+                        unconfirmed += 1;
                     }
                 }
-                match self.base.binding(lease.profile, lease.user).await {
-                    Ok(Binding::Bound) => {}
-                    Ok(Binding::NotBound | Binding::NoProfile) => {
-                        if self.end(id, End::Unbound, "unbound") {
-                            let locks = self.locks.clone();
-                            self.releases.spawn(async move { locks.release(&lease).await });
-                        }
-                    }
-                    // base away: the binding cannot be re-checked now, which does not make the
-                    // pair unbound; the lock is still held, so the stream goes on.
-                    Err(e) => tracing::warn!(error = %e, "binding not re-checked"),
-                }
-            })
-            .await;
-        let unconfirmed = unconfirmed.load(Ordering::Relaxed);
+            }
+        }
+        for (id, why) in lost {
+            self.end(id, End::LockLost(why.into()), "lock");
+        }
         if unconfirmed > 0 {
             let example = self.held().values().find_map(|held| held.unconfirmed.clone());
             let why = example.map(|e| e.to_string());
@@ -274,7 +264,8 @@ impl Sessions {
             ids.into_iter().take(count).filter_map(|id| held.remove(&id)).collect()
         };
         let started = Instant::now();
-        futures::future::join_all(moving.iter().map(|held| self.locks.release(&held.lease))).await;
+        let leases: Vec<Lease> = moving.iter().map(|held| held.lease.clone()).collect();
+        self.locks.release(&leases).await;
         let released_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.metrics.rebalanced.inc_by(moving.len() as u64);
         tracing::info!(streams = moving.len(), fair, released_ms, "handed streams off");
@@ -283,12 +274,12 @@ impl Sessions {
         }
     }
 
-    /// Ends stream `id` if it is still open; `true` when it was.
-    fn end(&self, id: u64, why: End, reason: &str) -> bool {
-        let Some(held) = self.held().remove(&id) else { return false };
+    /// Ends stream `id` if it is still open; its lease when it was.
+    pub(super) fn end(&self, id: u64, why: End, reason: &str) -> Option<Lease> {
+        let held = self.held().remove(&id)?;
         tracing::info!(user = %held.lease.user, profile = %held.lease.profile, stream = id, ?why, "stream ended by the refresher");
         self.metrics.lost.with_label_values(&[reason]).inc();
         let _ = held.end.send(why);
-        true
+        Some(held.lease)
     }
 }

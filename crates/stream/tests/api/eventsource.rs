@@ -128,8 +128,14 @@ async fn a_stopping_instance_refuses_an_event_source_with_a_refused_event() {
     let config = stream_config(&base, vec![redis.url()]);
     let shutdown = CancellationToken::new();
     let locks = std::sync::Arc::new(kubescaler_stream::locks::RedisLocks::new(&config.redis).unwrap());
-    let kubescaler_stream::App { router, .. } =
-        kubescaler_stream::app(&config, locks, shutdown.clone(), prometheus::Registry::new()).unwrap();
+    let kubescaler_stream::App { router, .. } = kubescaler_stream::app(
+        &config,
+        locks,
+        redis_bindings(&config),
+        shutdown.clone(),
+        prometheus::Registry::new(),
+    )
+    .unwrap();
     // Served apart from the token, so requests still arrive after it is cancelled.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = Http::new(listener.local_addr().unwrap());

@@ -20,11 +20,18 @@ pub const KEYSPACE: &str = "kubescaler_test_stream";
 pub const TTL: Duration = Duration::from_secs(3);
 pub const REFRESH: Duration = Duration::from_millis(500);
 
+/// base announcing binding changes on the shared Redis.
 pub async fn spawn_base() -> Running {
+    spawn_base_announcing(vec![kubescaler_testkit::shared_redis_url()]).await
+}
+
+/// base announcing binding changes on `redis_urls`.
+pub async fn spawn_base_announcing(redis_urls: Vec<String>) -> Running {
     let nodes = require_cassandra().await;
     let config = kubescaler_base::Config {
         port: 0,
         cassandra: CassandraConfig::new(nodes, KEYSPACE).unwrap(),
+        redis: RedisArgs { urls: redis_urls, timeout: Duration::from_millis(500) },
         hostname: "localhost".to_owned(),
         common: common_args(),
     };
@@ -51,8 +58,14 @@ pub fn stream_config(base: &Running, redis_urls: Vec<String>) -> kubescaler_stre
         rebalance: false,
         rebalance_period: None,
         rebalance_tolerance: Default::default(),
+        binding_sweep: Duration::from_secs(300),
         common: common_args(),
     }
+}
+
+/// Binding changes from the Redis instances of `config`, as `build` hears them.
+pub fn redis_bindings(config: &kubescaler_stream::Config) -> kubescaler_stream::changes::BindingSource {
+    kubescaler_stream::changes::BindingSource::Redis(config.redis.clone())
 }
 
 pub async fn spawn_stream(config: kubescaler_stream::Config) -> Running {

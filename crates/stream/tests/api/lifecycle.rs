@@ -237,11 +237,15 @@ impl PairLocks for ShutdownDuringAcquire {
         self.shutdown.cancel();
         lease
     }
-    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<tokio::time::Instant, ExtendError> {
-        self.inner.extend(lease, ttl).await
+    async fn extend(
+        &self,
+        leases: &[Lease],
+        ttl: Duration,
+    ) -> Vec<Result<tokio::time::Instant, ExtendError>> {
+        self.inner.extend(leases, ttl).await
     }
-    async fn release(&self, lease: &Lease) {
-        self.inner.release(lease).await
+    async fn release(&self, leases: &[Lease]) {
+        self.inner.release(leases).await
     }
     async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, RegistryUnavailable> {
         self.inner.publish(host, streams, ttl).await
@@ -261,8 +265,14 @@ async fn a_lock_taken_as_the_shutdown_starts_is_given_back_at_once() {
         inner: RedisLocks::new(&config.redis).unwrap(),
         shutdown: shutdown.clone(),
     });
-    let kubescaler_stream::App { sessions, .. } =
-        kubescaler_stream::app(&config, locks, shutdown, prometheus::Registry::new()).unwrap();
+    let kubescaler_stream::App { sessions, .. } = kubescaler_stream::app(
+        &config,
+        locks,
+        redis_bindings(&config),
+        shutdown,
+        prometheus::Registry::new(),
+    )
+    .unwrap();
     let (user, profile) = pair(&base).await;
     let (user, profile) = (UserId::parse(&user).unwrap(), ProfileId::parse(&profile).unwrap());
 
@@ -293,7 +303,8 @@ async fn the_gauge_returns_to_zero_as_the_instance_shuts_down() {
     let registry = prometheus::Registry::new();
     let locks = Arc::new(RedisLocks::new(&config.redis).unwrap());
     let kubescaler_stream::App { sessions, refresher, .. } =
-        kubescaler_stream::app(&config, locks, shutdown.clone(), registry.clone()).unwrap();
+        kubescaler_stream::app(&config, locks, redis_bindings(&config), shutdown.clone(), registry.clone())
+            .unwrap();
     let mut bodies = Vec::new();
     let mut pairs = Vec::new();
     for _ in 0..3 {

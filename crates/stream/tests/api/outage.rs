@@ -140,11 +140,11 @@ impl PairLocks for SilentExtensions {
     async fn acquire(&self, user: UserId, profile: ProfileId, ttl: Duration) -> Result<Lease, AcquireError> {
         self.0.acquire(user, profile, ttl).await
     }
-    async fn extend(&self, _: &Lease, _: Duration) -> Result<tokio::time::Instant, ExtendError> {
+    async fn extend(&self, _: &[Lease], _: Duration) -> Vec<Result<tokio::time::Instant, ExtendError>> {
         futures::future::pending().await
     }
-    async fn release(&self, lease: &Lease) {
-        self.0.release(lease).await
+    async fn release(&self, leases: &[Lease]) {
+        self.0.release(leases).await
     }
     async fn publish(&self, host: &str, streams: u64, ttl: Duration) -> Result<Fleet, RegistryUnavailable> {
         self.0.publish(host, streams, ttl).await
@@ -161,8 +161,14 @@ async fn extensions_that_never_answer_end_the_stream_before_its_lock_expires() {
     let config = stream_config(&base, vec![redis.url()]);
     let shutdown = CancellationToken::new();
     let locks = Arc::new(SilentExtensions(RedisLocks::new(&config.redis).unwrap()));
-    let kubescaler_stream::App { router, refresher, .. } =
-        kubescaler_stream::app(&config, locks, shutdown.clone(), prometheus::Registry::new()).unwrap();
+    let kubescaler_stream::App { router, refresher, .. } = kubescaler_stream::app(
+        &config,
+        locks,
+        redis_bindings(&config),
+        shutdown.clone(),
+        prometheus::Registry::new(),
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = Http::new(listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, router).await });

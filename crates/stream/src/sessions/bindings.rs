@@ -1,0 +1,186 @@
+//! Bindings of held pairs, kept true without asking base per stream: the instance's binding
+//! watcher re-checks only the pairs a change touches, when base announces it, and sweeps every
+//! held pair once per `BINDING_SWEEP` in case an announcement was lost. Both ask base in
+//! batches of up to 1,000 pairs (`POST /bindings/check`, one single-cell read per pair), so a
+//! held stream costs base nothing while nothing changes.
+//!
+//! A stream admitted while a change was on its way may have been checked before the change and
+//! registered after the watcher looked: admission compares the [`epoch`](Sessions::epoch) it
+//! read before its check with the one after registering, and checks again when they differ.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use kubescaler_base_client::BaseError;
+use kubescaler_core::bindings::{BindingChange, CheckPairs, MAX_PAIRS_PER_CHECK, Pair};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{End, Sessions};
+use crate::changes::Notice;
+
+/// How long the watcher gathers notices after the first before checking: one change arrives
+/// once per Redis instance, and a burst of writes (test data being dropped) is many changes;
+/// both become one check.
+const GATHER: Duration = Duration::from_millis(10);
+/// The pause before a check that base could not answer is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+/// How many slices a sweep is cut into: each tick of the watcher checks the pairs whose last
+/// check is older than `BINDING_SWEEP`, so the sweep is a steady trickle, not a burst.
+const SWEEP_TICKS: u32 = 10;
+
+/// What the watcher still has to check.
+#[derive(Debug, Default)]
+struct Pending {
+    changes: HashSet<BindingChange>,
+    /// Every held pair (changes were missed).
+    all: bool,
+}
+
+impl Pending {
+    fn add(&mut self, notice: Notice) {
+        match notice {
+            Notice::Changed(BindingChange::All) | Notice::Missed => self.all = true,
+            Notice::Changed(change) => {
+                self.changes.insert(change);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.all && self.changes.is_empty()
+    }
+
+    fn touches(&self, pair: Pair) -> bool {
+        self.all || self.changes.iter().any(|change| change.touches(pair.user, pair.profile))
+    }
+}
+
+impl Sessions {
+    /// The binding watcher, until shutdown: checks again the held pairs that announced changes
+    /// touch, and sweeps every held pair once per `BINDING_SWEEP`.
+    pub(super) async fn watch_bindings(self: &Arc<Self>, mut notices: mpsc::UnboundedReceiver<Notice>) {
+        let mut sweep = tokio::time::interval(self.settings.binding_sweep / SWEEP_TICKS);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending = Pending::default();
+        let mut retry_at: Option<Instant> = None;
+        let mut listening = true;
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                notice = notices.recv(), if listening => {
+                    let Some(notice) = notice else {
+                        // No source any more: the sweep alone keeps bindings true.
+                        listening = false;
+                        continue;
+                    };
+                    pending.add(notice);
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return,
+                        () = tokio::time::sleep(GATHER) => {}
+                    }
+                    while let Ok(notice) = notices.try_recv() {
+                        pending.add(notice);
+                    }
+                }
+                () = wait_until(retry_at) => {}
+                _ = sweep.tick() => {
+                    let due = Instant::now().checked_sub(self.settings.binding_sweep);
+                    let stale = self.held_where(|_, checked| due.is_some_and(|due| checked <= due));
+                    if let Err(e) = self.recheck(stale).await {
+                        tracing::warn!(error = %e, "bindings not swept; the next tick tries again");
+                    }
+                    continue;
+                }
+            }
+            if pending.is_empty() {
+                continue;
+            }
+            // Before the held pairs are read: an admission that registers after this read sees
+            // the epoch moved and checks its pair itself.
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+            let touched = self.held_where(|pair, _| pending.touches(pair));
+            match self.recheck(touched).await {
+                Ok(()) => {
+                    pending = Pending::default();
+                    retry_at = None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?RETRY, "changed bindings not checked; trying again");
+                    retry_at = Some(Instant::now() + RETRY);
+                }
+            }
+        }
+    }
+
+    /// The held streams whose pair and time of last check satisfy `select`.
+    fn held_where(&self, select: impl Fn(Pair, Instant) -> bool) -> Vec<(u64, Pair)> {
+        self.held()
+            .iter()
+            .filter_map(|(id, held)| {
+                let pair = Pair { user: held.lease.user, profile: held.lease.profile };
+                select(pair, held.checked).then_some((*id, pair))
+            })
+            .collect()
+    }
+
+    /// Asks base about `streams`' pairs, a batch at a time; ends the streams whose pair is no
+    /// longer bound (`event: unbound`) and releases their locks.
+    async fn recheck(self: &Arc<Self>, streams: Vec<(u64, Pair)>) -> Result<(), BaseError> {
+        for batch in streams.chunks(MAX_PAIRS_PER_CHECK) {
+            let asked = Instant::now();
+            let pairs = batch.iter().map(|(_, pair)| *pair).collect();
+            // At most MAX_PAIRS_PER_CHECK by construction.
+            let Ok(pairs) = CheckPairs::new(pairs) else { continue };
+            let verdicts = self.base.bindings(pairs).await?;
+            let mut unbound = Vec::new();
+            {
+                let mut held = self.held();
+                for ((id, _), bound) in batch.iter().zip(verdicts) {
+                    match held.get_mut(id) {
+                        Some(stream) if bound => stream.checked = stream.checked.max(asked),
+                        Some(_) => unbound.push(*id),
+                        None => {}
+                    }
+                }
+            }
+            let leases: Vec<_> =
+                unbound.into_iter().filter_map(|id| self.end(id, End::Unbound, "unbound")).collect();
+            if !leases.is_empty() {
+                let locks = self.locks.clone();
+                self.releases.spawn(async move { locks.release(&leases).await });
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn wait_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kubescaler_core::{ProfileId, UserId};
+
+    use super::*;
+
+    #[test]
+    fn pending_changes_touch_the_pairs_they_name_and_a_miss_touches_all() {
+        let pair = Pair { user: UserId::new_random(), profile: ProfileId::new_random() };
+        let mut pending = Pending::default();
+        assert!(pending.is_empty());
+        pending.add(Notice::Changed(BindingChange::Profile(ProfileId::new_random())));
+        assert!(!pending.touches(pair));
+        pending.add(Notice::Changed(BindingChange::User(pair.user)));
+        assert!(pending.touches(pair));
+        let mut missed = Pending::default();
+        missed.add(Notice::Missed);
+        assert!(!missed.is_empty() && missed.touches(pair));
+    }
+}

@@ -12,11 +12,13 @@
 //! - [`server`]: the [`Server`] that binds (port 0 in tests), serves and drains, and the
 //!   [`Service`] every service's `build` returns.
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
+//! - [`limits`]: the open files limit, raised at start.
 //! - [`openapi`]: what every service's OpenAPI document shares (error body, operational
 //!   endpoints, `/openapi.json`).
 
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod readiness;

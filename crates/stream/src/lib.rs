@@ -96,6 +96,7 @@ pub fn app(
 
 /// stream ready to serve; the refresher runs beside it and releases every lock on shutdown.
 pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
+    check_open_files(config.max_connections);
     let locks: Arc<dyn PairLocks> = Arc::new(RedisLocks::new(&config.redis)?);
     let bindings = BindingSource::Redis(config.redis.clone());
     let App { router, refresher, .. } = app(&config, locks, bindings, shutdown.clone(), Registry::new())?;
@@ -103,6 +104,20 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .await?
         .with_stream_buffers(config.stream_sndbuf)
         .with_drain(refresher.drain()))
+}
+
+/// Says so when `MAX_CONNECTIONS` streams cannot all be open under the process's limit on open
+/// files: the streams past it would fail at accept, not be refused with a clear 503.
+fn check_open_files(max_connections: usize) {
+    let Some(limit) = kubescaler_server::limits::open_files() else { return };
+    let room = limit.saturating_sub(kubescaler_server::limits::RESERVED_FILES);
+    if max_connections as u64 > room {
+        tracing::warn!(
+            max_connections,
+            open_files = limit,
+            "MAX_CONNECTIONS is more than the open files limit leaves room for ({room}): raise the limit (docs/SCALE.md) or lower MAX_CONNECTIONS"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use kubescaler_stream::Config;
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     kubescaler_server::telemetry::init(config.common.log_format);
+    kubescaler_server::limits::raise_open_files();
     let shutdown = kubescaler_server::shutdown::token_on_signal();
     kubescaler_stream::build(config, shutdown).await?.run_until_stopped().await?;
     Ok(())

@@ -19,6 +19,7 @@ use scylla::client::session_builder::SessionBuilder;
 use uuid::Uuid;
 
 mod cql_ping;
+mod fleet;
 mod streaming;
 
 /// Inserts in flight at once when seeding: enough to keep one Cassandra node busy, few enough
@@ -134,6 +135,44 @@ enum Command {
     },
     /// Ask Cassandra for its release version: exit 0 once a CQL query answers.
     CqlPing(cql_ping::CqlPing),
+    /// Reads served by this node per table of a keyspace, since it started (Cassandra's
+    /// `system_views.local_read_latency`), as one JSON object.
+    CqlReads {
+        #[command(flatten)]
+        cql: CqlArgs,
+    },
+    /// Seed profiles of many users (schema made by base); write their pairs to two files: the
+    /// load's and the probes' (`--probes-per-profile` of each profile's users).
+    SeedFleet {
+        #[command(flatten)]
+        cql: CqlArgs,
+        #[arg(long)]
+        profiles: usize,
+        #[arg(long)]
+        users_per_profile: usize,
+        #[arg(long, default_value_t = 2)]
+        probes_per_profile: usize,
+        #[arg(long)]
+        load_pairs: std::path::PathBuf,
+        #[arg(long)]
+        probe_pairs: std::path::PathBuf,
+    },
+    /// Open a stream per probe pair, take each pair's user out of its profile through base at
+    /// `--rate` changes per second, and measure the time to each stream's `event: unbound`.
+    UnbindLatency {
+        /// Stream instances, comma-separated base URLs; streams are spread round robin.
+        #[arg(long, value_delimiter = ',')]
+        stream_urls: Vec<String>,
+        #[arg(long)]
+        base_url: String,
+        #[arg(long)]
+        pairs: std::path::PathBuf,
+        #[arg(long, default_value_t = 4.0)]
+        rate: f64,
+        /// Longest wait for an `unbound`; a change not followed by one within it is missed.
+        #[arg(long, value_parser = duration::parse, default_value = "30s")]
+        patience: Duration,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +272,34 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::CqlPing(args) => cql_ping::run(args).await,
+        Command::CqlReads { cql } => {
+            let session = connect(&cql).await?;
+            println!("{}", fleet::reads(&session, &cql.keyspace).await?);
+            Ok(())
+        }
+        Command::SeedFleet { cql, profiles, users_per_profile, probes_per_profile, load_pairs, probe_pairs } => {
+            let session = connect(&cql).await?;
+            let report = fleet::seed(
+                &session,
+                &cql.keyspace,
+                profiles,
+                users_per_profile,
+                probes_per_profile,
+                &load_pairs,
+                &probe_pairs,
+            )
+            .await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::UnbindLatency { stream_urls, base_url, pairs, rate, patience } => {
+            let text = std::fs::read_to_string(&pairs).with_context(|| format!("reading {}", pairs.display()))?;
+            let pairs = kubescaler_core::pairs::parse(&text).with_context(|| format!("reading {}", pairs.display()))?;
+            anyhow::ensure!(!stream_urls.is_empty(), "--stream-urls names no instance");
+            let run = fleet::UnbindLatency { stream_urls, base_url, pairs, rate, patience };
+            println!("{}", fleet::unbind_latency(run).await?);
+            Ok(())
+        }
     }
 }
 

@@ -17,6 +17,8 @@ Ingress as a user would, and prints one PASS/FAIL line per check:
   metric-chain  the custom metrics API gives, per pod, the streams open on that pod
   handover      streams of stream pods removed by the scale-down reconnect elsewhere at once
   keda          the keda overlay's ScaledObject scales stream
+  unbound       dropping the test data ends a stream of it with `event: unbound` at once: base
+                announces the change on Redis and stream hears it, through the NetworkPolicies
 
 A sampler records a timeline meanwhile (replicas, HPA metrics, streams and CPU per pod), written
 as CSV and drawn as PNG.
@@ -196,6 +198,12 @@ class Ingress:
 
     def first_event(self, path: str, timeout: float = 10) -> tuple[float, http.client.HTTPConnection]:
         """Opens an SSE stream; returns the seconds to its first message and the open connection."""
+        seconds, connection, _ = self.stream(path, timeout)
+        return seconds, connection
+
+    def stream(self, path: str, timeout: float = 10):
+        """Opens an SSE stream; the seconds to its first message, the connection and the response
+        (read on for the events that follow)."""
         parsed = urllib.parse.urlsplit(self.url)
         connection = http.client.HTTPConnection(parsed.hostname, parsed.port or 80, timeout=timeout)
         started = time.time()
@@ -208,7 +216,7 @@ class Ingress:
             if not line:
                 raise RuntimeError(f"{path}: the stream ended before its first message")
             if line.startswith(b"id: "):
-                return time.time() - started, connection
+                return time.time() - started, connection, response
 
 
 # ---------------------------------------------------------------------------------- timeline
@@ -807,6 +815,40 @@ class E2E:
 
         self.checks.run("keda: the ScaledObject scales stream", check)
 
+    # -- bindings
+    def unbound(self) -> None:
+        def check():
+            before = {p["id"] for p in self.ingress.json("/main/profiles")}
+            status, _, body = self.ingress.request("POST", "/main/testdata?profiles=2&users_per_profile=2", admin=True)
+            if status != 202:
+                return False, f"POST /main/testdata: {status} {body[:200]!r}"
+            wait_until("test data", lambda: self.ingress.json("/main/testdata")["state"] != "running", 60)
+            fresh = [p for p in self.ingress.json("/main/profiles") if p["id"] not in before]
+            user, profile = fresh[0]["users"][0], fresh[0]["id"]
+            _, connection, response = self.ingress.stream(f"/stream/{user}/{profile}")
+            try:
+                dropped = time.time()
+                status, _, body = self.ingress.request("DELETE", "/main/testdata", admin=True)
+                if status != 204:
+                    return False, f"DELETE /main/testdata: {status} {body[:200]!r}"
+                event = None
+                while event is None and time.time() - dropped < 15:
+                    line = response.readline()
+                    if not line:
+                        break
+                    if line.startswith(b"event: "):
+                        event = line[len(b"event: "):].strip().decode()
+                took = time.time() - dropped
+            finally:
+                connection.close()
+            ok = event == "unbound" and took < 2
+            return ok, (
+                f"a stream of fresh test data; DELETE /main/testdata: the stream ended with `{event}` "
+                f"{took * 1000:.0f} ms after (base announces on Redis, stream re-checks the pairs it holds)"
+            )
+
+        self.checks.run("unbound: a dropped pair's stream ends at once", check)
+
     def spawn(self, command: list[str], name: str) -> tuple[subprocess.Popen, pathlib.Path]:
         """Starts a load tool; its standard output (the JSON summary) goes to WORK/NAME.out."""
         out = self.work / f"{name}.out"
@@ -1074,7 +1116,8 @@ def main() -> int:
     e2e = E2E(args)
     started = time.time()
     try:
-        for phase in (e2e.dry_run, e2e.deploy, e2e.ingress_checks, e2e.netpol, e2e.outage, e2e.load, e2e.keda):
+        for phase in (e2e.dry_run, e2e.deploy, e2e.ingress_checks, e2e.netpol, e2e.outage, e2e.load, e2e.keda,
+                      e2e.unbound):
             log(f"--- {phase.__name__}")
             phase()
     except Abort as error:

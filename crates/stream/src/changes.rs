@@ -48,7 +48,7 @@ pub enum BindingSource {
 
 impl BindingSource {
     /// Starts listening; notices arrive on the receiver until `shutdown`. `subscriptions`
-    /// counts the live Redis subscriptions.
+    /// counts the live subscriptions: one per Redis instance heard, or the in-process channel.
     pub(crate) fn start(
         self,
         subscriptions: IntGauge,
@@ -70,6 +70,8 @@ impl BindingSource {
                 }
             }
             Self::InProcess(changes) => {
+                // A channel in the process cannot be lost: one subscription, for good.
+                subscriptions.set(1);
                 tokio::spawn(forward(changes, notices, shutdown));
             }
         }

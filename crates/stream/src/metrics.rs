@@ -63,8 +63,8 @@ impl StreamMetrics {
             )?,
             subscriptions: IntGauge::new(
                 "kubescaler_stream_binding_subscriptions",
-                "Redis instances this instance hears binding changes from (0: only the sweep catches \
-                 unbound pairs)",
+                "Live subscriptions to binding changes: one per Redis instance heard, or the \
+                 all-in-one's in-process channel (0: only the sweep catches unbound pairs)",
             )?,
         };
         registry.register(Box::new(metrics.active.clone()))?;

@@ -112,21 +112,6 @@ find_lab() {
   done
   echo "no k8s-lab found: set K8S_LAB to its directory" >&2; return 1
 }
-# `lab.sh all`, with one repair: the lab copies this machine's extra CA certificates
-# (/usr/local/share/ca-certificates, e.g. a TLS-intercepting proxy's) into the root of its
-# Cassandra image only when that folder exists in its minimal Debian root, which it does not; pip
-# then cannot reach PyPI there and the image fails. The folder is made and the step retried.
-lab_all() {
-  "$lab_sh" deps && "$lab_sh" build || return 1
-  if ! "$lab_sh" images; then
-    local debian=${LAB:-$HOME/.cache/k8s-lab}/rootfs-bookworm
-    [ -d "$debian/usr" ] && [ ! -d "$debian/usr/local/share/ca-certificates" ] || return 1
-    echo "retrying the lab's images with $debian/usr/local/share/ca-certificates in place"
-    mkdir -p "$debian/usr/local/share/ca-certificates"
-    "$lab_sh" images || return 1
-  fi
-  "$lab_sh" up
-}
 if [ "$USE_LAB" = 1 ]; then
   phase lab
   lab_sh=$(find_lab)/lab.sh
@@ -136,7 +121,7 @@ if [ "$USE_LAB" = 1 ]; then
     echo "the lab cluster is up already: it stays up afterwards"
   else
     started_lab=1
-    lab_all
+    "$lab_sh" all
   fi
   kubectl get --raw /readyz >/dev/null
   INGRESS_FROM=${INGRESS_FROM:-kube-system/app=traefik}

@@ -185,11 +185,10 @@ class HA:
             self.ingress.url = f"http://{wait_until('an address in the Ingress status', address, 120, 2)}"
         wait_until("the Ingress routing", lambda: self.ingress.request("GET", "/main/suggested")[0] == 200
                    and self.ingress.request("GET", "/readyz")[0] == 200, 90)
-        # The ring as the first node sees it: itself and its peers (cqlsh, not nodetool: cqlsh
-        # needs nothing but the native port).
-        peers = Kube.run("-n", NS, "exec", "cassandra-0", "-c", "cassandra", "--", "cqlsh", "-e",
-                         "SELECT peer FROM system.peers", check=False, timeout=60)
-        nodes_up = 1 + len(re.findall(r"^\s*\d+\.\d+\.\d+\.\d+\s*$", peers, re.M))
+        # The ring as the first node sees it: the nodes Up and Normal.
+        ring = Kube.run("-n", NS, "exec", "cassandra-0", "-c", "cassandra", "--", "nodetool", "status",
+                        check=False, timeout=60)
+        nodes_up = len(re.findall(r"^UN\s", ring, re.M))
         pods = self.kube.pods()
         counts = {}
         for pod in pods:

@@ -169,7 +169,7 @@ impl Subscription {
                     }
                 }
                 _ = pings.tick() => {
-                    match tokio::time::timeout(self.timeout, sink.ping::<String>()).await {
+                    match tokio::time::timeout(self.timeout, sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => return Some(format!("ping failed: {e}")),
                         Err(_) => return Some(format!("no answer to a ping within {:?}", self.timeout)),

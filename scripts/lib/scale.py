@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -84,13 +85,27 @@ def rss_bytes(pid):
     return 0
 
 
-def tcp_mem_bytes():
-    with open("/proc/net/sockstat") as f:
+def slab_bytes():
+    """The kernel's slab memory (socket structures among it)."""
+    total = 0
+    with open("/proc/meminfo") as f:
         for line in f:
-            if line.startswith("TCP:"):
-                parts = line.split()
-                return int(parts[parts.index("mem") + 1]) * PAGE
-    return 0
+            if line.startswith(("SReclaimable:", "SUnreclaim:")):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def socket_buffers(port):
+    """Established sockets on local port `port`, and the buffer memory they hold (`ss`'s skmem:
+    receive, send, forward-allocated, queued and option memory)."""
+    text = subprocess.run(["ss", "-tmnH", "state", "established", f"( sport = :{port} )"],
+                          capture_output=True, text=True).stdout
+    sockets, held = 0, 0
+    for found in re.finditer(r"skmem:\(([^)]*)\)", text):
+        fields = dict((m.group(1), int(m.group(2))) for m in re.finditer(r"([a-z]+)(\d+)", found.group(1)))
+        held += sum(fields.get(k, 0) for k in ("r", "t", "f", "w", "o"))
+        sockets += 1
+    return sockets, held
 
 
 def redis_info(port):
@@ -361,7 +376,7 @@ def instance_scenario(a, backends, bindir, streams):
     work = os.path.join(a.work, label)
     pairs = pairs_slice(a.load_pairs, os.path.join(work, "pairs.txt"), 0, streams)
     time.sleep(2)
-    rss0, mem0, cpu0 = rss_bytes(fleet.streams[0].pid), tcp_mem_bytes(), None
+    rss0, slab0 = rss_bytes(fleet.streams[0].pid), slab_bytes()
     hold = math.ceil(streams / a.ramp) + a.settle + a.window + 60
     load = loadgen(a, fleet.stream_urls(), pairs, streams, a.ramp, hold, label=f"{label}/load")
     try:
@@ -372,7 +387,8 @@ def instance_scenario(a, backends, bindir, streams):
         after = fleet.snapshot()
         w = window(before, after)
         rss = rss_bytes(fleet.streams[0].pid)
-        mem = tcp_mem_bytes()
+        slab = slab_bytes()
+        sockets, buffers = socket_buffers(fleet.stream_ports[0])
         fds = len(os.listdir(f"/proc/{fleet.streams[0].pid}/fd"))
     finally:
         fleet.stop()
@@ -381,8 +397,9 @@ def instance_scenario(a, backends, bindir, streams):
         "label": label, "streams": held, "open_files": fds,
         "rss_per_stream": (rss - rss0) / held if held else None,
         "rss": rss,
-        # Both ends of every connection are on this machine: the kernel's TCP memory, per socket.
-        "kernel_per_socket": (mem - mem0) / (2 * held) if held else None,
+        # Both ends of every connection are on this machine: the slab grown by two sockets each.
+        "slab_per_socket": (slab - slab0) / (2 * held) if held else None,
+        "buffers_per_socket": buffers / sockets if sockets else None,
         "cpu_per_1000": w["stream_cpu"] * 1000 / held if held else None,
         "window": w,
     }

@@ -138,11 +138,11 @@ def main():
     if "instance" in r:
         i = r["instance"]
         out += ["### One instance", "",
-                "| streams held | open files | RSS | RSS per stream | kernel TCP memory per socket | CPU per 1,000 idle streams |",
-                "|---|---|---|---|---|---|",
+                "| streams held | open files | RSS | RSS per stream | kernel per socket: structures (slab) | kernel per socket: buffers | CPU per 1,000 idle streams |",
+                "|---|---|---|---|---|---|---|",
                 f"| {i['streams']:,} | {i['open_files']:,} | {i['rss'] / 1048576:,.0f} MiB | "
-                f"{num(i['rss_per_stream'] / 1024)} KiB | {num(i['kernel_per_socket'] / 1024, 2)} KiB | "
-                f"{pct(i['cpu_per_1000'])} of a core |", ""]
+                f"{num(i['rss_per_stream'] / 1024)} KiB | {num(i['slab_per_socket'] / 1024, 2)} KiB | "
+                f"{num(i['buffers_per_socket'] / 1024, 2)} KiB | {pct(i['cpu_per_1000'])} of a core |", ""]
     out.append(END)
     section = "\n".join(out)
     if not a.write:

@@ -132,8 +132,10 @@ pub async fn unbind_latency(run: UnbindLatency) -> anyhow::Result<serde_json::Va
         waits.push(tokio::spawn(async move {
             let (user, profile) = run.pairs[i];
             let unbound = tokio::spawn(wait_unbound(stream, run.patience));
+            let change = without_user(&http, &run.base_url, profile, user).await?;
+            // From the moment the write is sent: the read before it is the tool's, not the change.
             let changed = Instant::now();
-            remove_user(&http, &run.base_url, profile, user).await?;
+            change.send().await?.error_for_status()?;
             let seen = unbound.await??;
             anyhow::Ok(seen.map(|at| at.saturating_duration_since(changed)))
         }));
@@ -189,11 +191,16 @@ async fn wait_unbound(mut stream: reqwest::Response, patience: Duration) -> anyh
     }
 }
 
-async fn remove_user(http: &reqwest::Client, base: &str, profile: ProfileId, user: UserId) -> anyhow::Result<()> {
+/// The replace of `profile` without `user`, ready to send.
+async fn without_user(
+    http: &reqwest::Client,
+    base: &str,
+    profile: ProfileId,
+    user: UserId,
+) -> anyhow::Result<reqwest::RequestBuilder> {
     let url = format!("{base}/profiles/{profile}");
     let current: serde_json::Value = http.get(&url).send().await?.error_for_status()?.json().await?;
     let users: Vec<&serde_json::Value> =
         current["users"].as_array().context("a profile has users")?.iter().filter(|u| *u != &user.to_string()).collect();
-    http.put(&url).json(&serde_json::json!({ "users": users })).send().await?.error_for_status()?;
-    Ok(())
+    Ok(http.put(&url).json(&serde_json::json!({ "users": users })))
 }

@@ -35,7 +35,9 @@ use super::{AcquireError, ExtendError, Fleet, Lease, Lost, PairLocks, RegistryUn
 
 /// Extends each lock (`KEYS[2i-1]`), and its marker (`KEYS[2i]`) with it, only while the lock
 /// holds its lease's token (`ARGV[i+1]`), by `ARGV[1]` milliseconds; answers one flag per
-/// lock: 1 extended, 0 not ours. Never deletes anything.
+/// lock: 1 extended, 0 not ours. Never deletes anything. The marker's expiry is moved, not the
+/// marker rewritten (a third less of Redis' time per lock); one that went missing is written
+/// again.
 const EXTEND: &str = r"
 local ttl = ARGV[1]
 local extended = {}
@@ -43,7 +45,9 @@ for i = 1, #KEYS / 2 do
   local lock = KEYS[2 * i - 1]
   if redis.call('GET', lock) == ARGV[i + 1] then
     redis.call('PEXPIRE', lock, ttl)
-    redis.call('SET', KEYS[2 * i], '1', 'PX', ttl)
+    if redis.call('PEXPIRE', KEYS[2 * i], ttl) == 0 then
+      redis.call('SET', KEYS[2 * i], '1', 'PX', ttl)
+    end
     extended[i] = 1
   else
     extended[i] = 0
@@ -64,9 +68,10 @@ end
 return deleted
 ";
 
-/// Locks per script call. A thousand locks are about 3,000 commands run inside Redis (a GET,
-/// a PEXPIRE and a SET each) in about a millisecond (docs/SCALE.md): long enough that the
-/// round trip is noise, short enough not to hold up other clients of a single-threaded Redis.
+/// Locks per script call. A thousand locks are 3,000 commands run inside Redis (a GET and two
+/// PEXPIREs each), about 3 ms of Redis' time on a small machine (docs/SCALE.md): long enough that
+/// the round trip is noise, short enough not to hold up other clients of a single-threaded Redis
+/// for long.
 pub const BATCH: usize = 1_000;
 /// Batches in flight at once on each instance: a second one travels while Redis runs the first.
 const BATCHES_IN_FLIGHT: usize = 2;

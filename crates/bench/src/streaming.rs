@@ -50,6 +50,9 @@ const READ_BUFFER: usize = 64 * 1024;
 #[derive(Debug, Default, Clone)]
 struct ClientStats {
     status_ok: bool,
+    /// Until the response's first bytes: what admission (base, lock, marker) took, without the
+    /// first frame's delivery.
+    head: Option<Duration>,
     first_event: Option<Duration>,
     bytes_measured: u64,
     /// Age of the newest message read, when the client stopped.
@@ -91,6 +94,8 @@ pub async fn sse_load(load: SseLoad) -> anyhow::Result<serde_json::Value> {
     let rates: Vec<f64> = ok.iter().map(|s| s.bytes_measured as f64 / secs).collect();
     let mut firsts: Vec<Duration> = ok.iter().filter_map(|s| s.first_event).collect();
     firsts.sort();
+    let mut heads: Vec<Duration> = ok.iter().filter_map(|s| s.head).collect();
+    heads.sort();
     let pct = |v: &[Duration], q: f64| {
         v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
             .map(|d| d.as_secs_f64() * 1000.0)
@@ -105,7 +110,10 @@ pub async fn sse_load(load: SseLoad) -> anyhow::Result<serde_json::Value> {
         "per_client_kb_s_median": median(&rates) / 1e3,
         "first_event_p50_ms": pct(&firsts, 0.5),
         "first_event_p99_ms": pct(&firsts, 0.99),
+        "head_p50_ms": pct(&heads, 0.5),
+        "head_p99_ms": pct(&heads, 0.99),
         "newest_age_max_s": ages.last().map(|d| d.as_secs_f64()),
+        "first_events_ms": firsts.iter().map(|d| d.as_secs_f64() * 1000.0).collect::<Vec<_>>(),
         "rates_b_s": rates,
     }))
 }
@@ -170,6 +178,7 @@ async fn client(
         if !head {
             if chunk.starts_with(b"HTTP/1.1 200") {
                 head = true;
+                stats.head = Some(opened.elapsed());
                 stats.status_ok = true;
             } else {
                 anyhow::bail!("refused: {}", String::from_utf8_lossy(&chunk[..chunk.len().min(200)]));

@@ -26,11 +26,13 @@ pub async fn seed(
 ) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(probes_per_profile <= users_per_profile, "more probes than users in a profile");
     let started = Instant::now();
-    let insert_user = session.prepare(format!("INSERT INTO {keyspace}.user (id, name) VALUES (?, ?)")).await?;
+    let insert_user =
+        session.prepare(format!("INSERT INTO {keyspace}.user (id, name) VALUES (?, ?)")).await?;
     let insert_profile =
         session.prepare(format!("INSERT INTO {keyspace}.profile (id, users) VALUES (?, ?)")).await?;
-    let plan: Vec<(Uuid, Vec<Uuid>)> =
-        (0..profiles).map(|_| (Uuid::new_v4(), (0..users_per_profile).map(|_| Uuid::new_v4()).collect())).collect();
+    let plan: Vec<(Uuid, Vec<Uuid>)> = (0..profiles)
+        .map(|_| (Uuid::new_v4(), (0..users_per_profile).map(|_| Uuid::new_v4()).collect()))
+        .collect();
     let users = plan.iter().flat_map(|(_, users)| users.iter().copied());
     let inserted = futures::stream::iter(users)
         .map(|user| {
@@ -68,7 +70,10 @@ pub async fn seed(
 }
 
 /// Reads served per table of `keyspace` since the node started, `{"profile": n, "user": n}`.
-pub async fn reads(session: &scylla::client::session::Session, keyspace: &str) -> anyhow::Result<serde_json::Value> {
+pub async fn reads(
+    session: &scylla::client::session::Session,
+    keyspace: &str,
+) -> anyhow::Result<serde_json::Value> {
     let rows = session
         .query_unpaged(
             "SELECT table_name, count FROM system_views.local_read_latency WHERE keyspace_name = ? ALLOW FILTERING",
@@ -200,7 +205,11 @@ async fn without_user(
 ) -> anyhow::Result<reqwest::RequestBuilder> {
     let url = format!("{base}/profiles/{profile}");
     let current: serde_json::Value = http.get(&url).send().await?.error_for_status()?.json().await?;
-    let users: Vec<&serde_json::Value> =
-        current["users"].as_array().context("a profile has users")?.iter().filter(|u| *u != &user.to_string()).collect();
+    let users: Vec<&serde_json::Value> = current["users"]
+        .as_array()
+        .context("a profile has users")?
+        .iter()
+        .filter(|u| *u != &user.to_string())
+        .collect();
     Ok(http.put(&url).json(&serde_json::json!({ "users": users })))
 }

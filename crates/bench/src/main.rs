@@ -277,7 +277,14 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", fleet::reads(&session, &cql.keyspace).await?);
             Ok(())
         }
-        Command::SeedFleet { cql, profiles, users_per_profile, probes_per_profile, load_pairs, probe_pairs } => {
+        Command::SeedFleet {
+            cql,
+            profiles,
+            users_per_profile,
+            probes_per_profile,
+            load_pairs,
+            probe_pairs,
+        } => {
             let session = connect(&cql).await?;
             let report = fleet::seed(
                 &session,
@@ -293,8 +300,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::UnbindLatency { stream_urls, base_url, pairs, rate, patience } => {
-            let text = std::fs::read_to_string(&pairs).with_context(|| format!("reading {}", pairs.display()))?;
-            let pairs = kubescaler_core::pairs::parse(&text).with_context(|| format!("reading {}", pairs.display()))?;
+            let text =
+                std::fs::read_to_string(&pairs).with_context(|| format!("reading {}", pairs.display()))?;
+            let pairs = kubescaler_core::pairs::parse(&text)
+                .with_context(|| format!("reading {}", pairs.display()))?;
             anyhow::ensure!(!stream_urls.is_empty(), "--stream-urls names no instance");
             let run = fleet::UnbindLatency { stream_urls, base_url, pairs, rate, patience };
             println!("{}", fleet::unbind_latency(run).await?);

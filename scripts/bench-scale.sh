@@ -66,14 +66,17 @@ bench_stop "$base_pid"
 
 commit=$(git rev-parse --short HEAD)
 dirty=$(git status --porcelain --untracked-files=no | grep -q . && echo " (with uncommitted changes)" || true)
+rc=0
 python3 scripts/lib/scale.py --work "$WORK" --new target/release ${OLD:+--old "$OLD"} --bench "$BENCH" \
   --loadgen target/release/loadgen --keyspace "$KEYSPACE" --load-pairs "$WORK/load.txt" \
   --probe-pairs "$WORK/probes.txt" --profiles "$PROFILES" --probes-per-profile "$PROBES_PER_PROFILE" \
   --streams "$STREAMS" --baseline-streams "$BASELINE_STREAMS" --instance-streams "$INSTANCE_STREAMS" \
   --instances "$INSTANCES" --window "$WINDOW" --ramp "$RAMP" --churn "$CHURN" --changes "$CHANGES" \
-  --only "$ONLY" >"$WORK/results.json"
+  --only "$ONLY" >"$WORK/results.json" || rc=$?
 mkdir -p "$CACHE"
 cp "$WORK/results.json" "$CACHE/bench-scale-$commit.json"
 python3 scripts/lib/scale_report.py "$WORK/results.json" --commit "$commit$dirty" --baseline "$BASELINE_REF" \
   --users-per-profile "$USERS_PER_PROFILE" --write docs/SCALE.md
 echo "docs/SCALE.md: measured section rewritten (raw results: $CACHE/bench-scale-$commit.json)" >&2
+# A failed scenario is reported above; the ones that ran are in the page, and the run fails.
+exit "$rc"

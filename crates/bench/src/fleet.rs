@@ -139,34 +139,65 @@ pub async fn unbind_latency(run: UnbindLatency) -> anyhow::Result<serde_json::Va
             let unbound = tokio::spawn(wait_unbound(stream, run.patience));
             let change = without_user(&http, &run.base_url, profile, user).await?;
             // From the moment the write is sent: the read before it is the tool's, not the change.
-            let changed = Instant::now();
-            change.send().await?.error_for_status()?;
+            let (changed, written, _) = send_timed(change).await?;
             let seen = unbound.await??;
-            anyhow::Ok(seen.map(|at| at.saturating_duration_since(changed)))
+            anyhow::Ok(seen.map(|at| Timing {
+                since_sent: at.saturating_duration_since(changed),
+                write: written - changed,
+                since_written: at.saturating_duration_since(written),
+            }))
         }));
     }
-    let mut latencies = Vec::new();
+    let mut timings = Vec::new();
     let mut missed = 0;
     for wait in waits {
         match wait.await?? {
-            Some(latency) => latencies.push(latency),
+            Some(timing) => timings.push(timing),
             None => missed += 1,
         }
     }
-    latencies.sort_unstable();
-    let ms = |p: f64| {
-        let at = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
-        latencies.get(at).map(|d| d.as_secs_f64() * 1000.0)
-    };
+    let since_sent = Percentiles::of(timings.iter().map(|t| t.since_sent));
     Ok(serde_json::json!({
-        "changes": latencies.len() + missed,
-        "unbound": latencies.len(),
+        "changes": timings.len() + missed,
+        "unbound": timings.len(),
         "missed": missed,
-        "p50_ms": ms(0.5),
-        "p99_ms": ms(0.99),
-        "max_ms": ms(1.0),
+        "p50_ms": since_sent.ms(0.5),
+        "p99_ms": since_sent.ms(0.99),
+        "max_ms": since_sent.ms(1.0),
+        "write_ms": Percentiles::of(timings.iter().map(|t| t.write)).summary(),
+        "after_write_ms": Percentiles::of(timings.iter().map(|t| t.since_written)).summary(),
         "seconds": started.elapsed().as_secs_f64(),
     }))
+}
+
+/// One change, timed from the outside.
+struct Timing {
+    /// From the write sent to base to the stream's `unbound`: what the report's p50/p99 say.
+    since_sent: Duration,
+    /// base's answer to the write (its Cassandra write and its announcement).
+    write: Duration,
+    /// From base's answer to the `unbound`: the announcement's way to stream and its re-check.
+    since_written: Duration,
+}
+
+/// Sorted durations, read as percentiles in milliseconds.
+struct Percentiles(Vec<Duration>);
+
+impl Percentiles {
+    fn of(durations: impl Iterator<Item = Duration>) -> Self {
+        let mut sorted: Vec<Duration> = durations.collect();
+        sorted.sort_unstable();
+        Self(sorted)
+    }
+
+    fn ms(&self, p: f64) -> Option<f64> {
+        let at = ((self.0.len() as f64 * p).ceil() as usize).clamp(1, self.0.len().max(1)) - 1;
+        self.0.get(at).map(|d| d.as_secs_f64() * 1000.0)
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        serde_json::json!({ "p50": self.ms(0.5), "p99": self.ms(0.99), "max": self.ms(1.0) })
+    }
 }
 
 fn distinct_profiles(pairs: &[(UserId, ProfileId)]) -> usize {
@@ -196,6 +227,28 @@ async fn wait_unbound(mut stream: reqwest::Response, patience: Duration) -> anyh
     }
 }
 
+/// Sends `request`, again while base answers that it is overloaded (502–504: its Cassandra
+/// timed out, as a loaded machine makes it do) — a change the tool could not make is not a
+/// change stream failed to see. Answers when the accepted attempt was sent and answered.
+async fn send_timed(
+    request: reqwest::RequestBuilder,
+) -> anyhow::Result<(Instant, Instant, reqwest::Response)> {
+    const ATTEMPTS: u64 = 5;
+    let mut attempt = 1;
+    loop {
+        let this = request.try_clone().context("a request with a body that can be sent again")?;
+        let sent = Instant::now();
+        let response = this.send().await?;
+        let answered = Instant::now();
+        if attempt < ATTEMPTS && matches!(response.status().as_u16(), 502..=504) {
+            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            attempt += 1;
+            continue;
+        }
+        return Ok((sent, answered, response.error_for_status()?));
+    }
+}
+
 /// The replace of `profile` without `user`, ready to send.
 async fn without_user(
     http: &reqwest::Client,
@@ -204,7 +257,7 @@ async fn without_user(
     user: UserId,
 ) -> anyhow::Result<reqwest::RequestBuilder> {
     let url = format!("{base}/profiles/{profile}");
-    let current: serde_json::Value = http.get(&url).send().await?.error_for_status()?.json().await?;
+    let current: serde_json::Value = send_timed(http.get(&url)).await?.2.json().await?;
     let users: Vec<&serde_json::Value> = current["users"]
         .as_array()
         .context("a profile has users")?

@@ -31,8 +31,9 @@ CHANGES=${CHANGES:-4}
 ONLY=${ONLY:-instance,before,after,fleet}
 KEYSPACE=bench_scale
 BASE_PORT=18290
-# Six probes per profile: two for each fleet scenario (a probe's user leaves its profile).
-PROBES_PER_PROFILE=6
+# Twelve probes per profile: two for each fleet scenario with churn and two for each with profile
+# changes alone (a probe's user leaves its profile).
+PROBES_PER_PROFILE=12
 CACHE=${KUBESCALER_CACHE:-$HOME/.cache/kubescaler}
 bench_nofile 20000
 

@@ -349,6 +349,14 @@ def fleet_scenario(a, backends, index, label, bindir, streams):
         steady = window(before, fleet.snapshot())
         log(f"{label}: steady {json.dumps(steady['per_1000'])}")
 
+        # Profile changes alone, no churn: the announcement's own path on a machine that is not
+        # also opening a hundred streams a second. Its probes are a set of their own.
+        changes_alone = None
+        if a.probes_per_profile >= 12:
+            alone_probes = probes_for(a, index + 3, os.path.join(work, "probes-alone.txt"))
+            changes_alone = unbind_latency(a, fleet, alone_probes)
+            log(f"{label}: changes alone, unbind {json.dumps(changes_alone)}")
+
         churn = loadgen(a, fleet.stream_urls(), churn_pairs, churn_streams, ramp, a.window + a.settle + 30,
                         churn=a.churn, label=f"{label}/churn")
         probes = probes_for(a, index, os.path.join(work, "probes.txt"))
@@ -368,7 +376,14 @@ def fleet_scenario(a, backends, index, label, bindir, streams):
         load.stop()
     summary = last_json(os.path.join(a.work, f"{label}/main.json"))
     return {"label": label, "streams": streams, "instances": a.instances, "steady": steady, "churn": churning,
-            "loadgen": summary}
+            "changes_alone": changes_alone, "loadgen": summary}
+
+
+def unbind_latency(a, fleet, probes):
+    out = subprocess.run([a.bench, "unbind-latency", "--stream-urls", fleet.stream_urls(), "--base-url",
+                          f"http://127.0.0.1:{fleet.base_port}", "--pairs", probes, "--rate", str(a.changes),
+                          "--patience", "30s"], stdout=subprocess.PIPE, text=True, check=True, timeout=300).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def instance_scenario(a, backends, bindir, streams):

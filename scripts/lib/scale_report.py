@@ -119,15 +119,16 @@ def main():
                 "100 per second in all, and 4 profile changes per second, each taking one watched user out of a "
                 f"profile of {a.users_per_profile:,} users.", "", table(r, "churn"), ""]
         lines = []
-        for key in ("before", "after", "fleet"):
-            if key in r:
-                u = r[key]["churn"]["unbind"]
-                w = u.get("write_ms") or {}
-                aw = u.get("after_write_ms") or {}
-                lines.append(f"| {key} ({r[key]['streams']:,} streams) | {u['changes']} | {num(u['p50_ms'], 0)} | "
-                             f"{num(u['p99_ms'], 0)} | {num(u['max_ms'], 0)} | {u['missed']} | "
-                             f"{num(w.get('p50'), 0)} / {num(w.get('p99'), 0)} | "
-                             f"{num(aw.get('p50'), 0)} / {num(aw.get('p99'), 0)} |")
+        runs = [(key, "with churn", r[key]["churn"]["unbind"]) for key in ("before", "after", "fleet") if key in r]
+        runs += [(key, "changes alone", r[key]["changes_alone"]) for key in ("before", "after", "fleet")
+                 if key in r and r[key].get("changes_alone")]
+        for key, how, u in runs:
+            w = u.get("write_ms") or {}
+            aw = u.get("after_write_ms") or {}
+            lines.append(f"| {key} ({r[key]['streams']:,} streams), {how} | {u['changes']} | {num(u['p50_ms'], 0)} | "
+                         f"{num(u['p99_ms'], 0)} | {num(u['max_ms'], 0)} | {u['missed']} | "
+                         f"{num(w.get('p50'), 0)} / {num(w.get('p99'), 0)} | "
+                         f"{num(aw.get('p50'), 0)} / {num(aw.get('p99'), 0)} |")
         out += ["Time from a profile change (the `PUT` sent) to its stream's `event: unbound`, ms; beside "
                 "it, base's answer to the `PUT` (its Cassandra write and its announcement) and the time from "
                 "that answer to the `unbound`:", "",

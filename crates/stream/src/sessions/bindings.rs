@@ -17,6 +17,7 @@ use kubescaler_base_client::BaseError;
 use kubescaler_core::bindings::{BindingChange, CheckPairs, MAX_PAIRS_PER_CHECK, Pair};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::{End, Sessions};
 use crate::changes::Notice;
@@ -67,6 +68,9 @@ impl Sessions {
         let mut pending = Pending::default();
         let mut retry_at: Option<Instant> = None;
         let mut listening = true;
+        // A sweep runs beside the watcher, not in it: a slice of a large instance's pairs is
+        // thousands of reads, and an announced change must not wait behind them.
+        let mut sweeping: Option<AbortOnDropHandle<()>> = None;
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
@@ -87,11 +91,21 @@ impl Sessions {
                 }
                 () = wait_until(retry_at) => {}
                 _ = sweep.tick() => {
+                    // One sweep at a time: while the last one runs, its pairs are being checked.
+                    if sweeping.as_ref().is_some_and(|sweep| !sweep.is_finished()) {
+                        continue;
+                    }
                     let due = Instant::now().checked_sub(self.settings.binding_sweep);
                     let stale = self.held_where(|_, checked| due.is_some_and(|due| checked <= due));
-                    if let Err(e) = self.recheck(stale).await {
-                        tracing::warn!(error = %e, "bindings not swept; the next tick tries again");
+                    if stale.is_empty() {
+                        continue;
                     }
+                    let sessions = Arc::clone(self);
+                    sweeping = Some(AbortOnDropHandle::new(tokio::spawn(async move {
+                        if let Err(e) = sessions.recheck(stale).await {
+                            tracing::warn!(error = %e, "bindings not swept; the next tick tries again");
+                        }
+                    })));
                     continue;
                 }
             }

@@ -9,7 +9,7 @@
 # first on a build of BASELINE_REF (before binding changes were announced and locks extended in
 # batches) and on this tree, for the ratios. Rewrites the measured section of docs/SCALE.md.
 #
-#   scripts/bench-scale.sh                 about 25 minutes on 2 cores; not part of CI
+#   scripts/bench-scale.sh                 about 35 minutes on 2 cores; not part of CI
 #
 # Environment: STREAMS (100000), INSTANCES (6), BASELINE_STREAMS (5000, the load both builds
 # carry), BASELINE_REF (c76fc6c), INSTANCE_STREAMS (18000), USERS_PER_PROFILE (1000), WINDOW

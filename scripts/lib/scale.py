@@ -313,6 +313,11 @@ def pairs_slice(src, dst, start, count):
     return dst
 
 
+# Sets of two probes per profile: 0–2 for the three fleet scenarios' churn windows, 3–5 for their
+# windows of profile changes alone (which older seeds, of six probes per profile, lack).
+PROBE_SETS = 6
+
+
 def probes_for(a, scenario, out):
     """The probe pairs of one scenario: each scenario takes its own two of each profile's."""
     with open(a.probe_pairs) as f:
@@ -352,8 +357,8 @@ def fleet_scenario(a, backends, index, label, bindir, streams):
         # Profile changes alone, no churn: the announcement's own path on a machine that is not
         # also opening a hundred streams a second. Its probes are a set of their own.
         changes_alone = None
-        if a.probes_per_profile >= 12:
-            alone_probes = probes_for(a, index + 3, os.path.join(work, "probes-alone.txt"))
+        if a.probes_per_profile >= 2 * PROBE_SETS:
+            alone_probes = probes_for(a, index + PROBE_SETS // 2, os.path.join(work, "probes-alone.txt"))
             changes_alone = unbind_latency(a, fleet, alone_probes)
             log(f"{label}: changes alone, unbind {json.dumps(changes_alone)}")
 
@@ -362,9 +367,7 @@ def fleet_scenario(a, backends, index, label, bindir, streams):
         probes = probes_for(a, index, os.path.join(work, "probes.txt"))
         time.sleep(a.settle)
         before = fleet.snapshot()
-        unbind = subprocess.Popen([a.bench, "unbind-latency", "--stream-urls", fleet.stream_urls(), "--base-url",
-                                   f"http://127.0.0.1:{fleet.base_port}", "--pairs", probes, "--rate",
-                                   str(a.changes), "--patience", "30s"], stdout=subprocess.PIPE, text=True)
+        unbind = subprocess.Popen(unbind_command(a, fleet, probes), stdout=subprocess.PIPE, text=True)
         time.sleep(a.window)
         churning = window(before, fleet.snapshot())
         out, _ = unbind.communicate(timeout=300)
@@ -379,10 +382,15 @@ def fleet_scenario(a, backends, index, label, bindir, streams):
             "changes_alone": changes_alone, "loadgen": summary}
 
 
+def unbind_command(a, fleet, probes):
+    """`kubescaler-bench unbind-latency` on `probes`: one profile change each, timed to `unbound`."""
+    return [a.bench, "unbind-latency", "--stream-urls", fleet.stream_urls(), "--base-url",
+            f"http://127.0.0.1:{fleet.base_port}", "--pairs", probes, "--rate", str(a.changes), "--patience", "30s"]
+
+
 def unbind_latency(a, fleet, probes):
-    out = subprocess.run([a.bench, "unbind-latency", "--stream-urls", fleet.stream_urls(), "--base-url",
-                          f"http://127.0.0.1:{fleet.base_port}", "--pairs", probes, "--rate", str(a.changes),
-                          "--patience", "30s"], stdout=subprocess.PIPE, text=True, check=True, timeout=300).stdout
+    out = subprocess.run(unbind_command(a, fleet, probes), stdout=subprocess.PIPE, text=True, check=True,
+                         timeout=300).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

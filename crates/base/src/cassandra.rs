@@ -29,7 +29,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 use crate::paging::{self, PAGE_SIZE, ReadError};
-use crate::store::{Store, StoreError, StoreResult};
+use crate::store::{Removed, Store, StoreError, StoreResult};
 
 const BACKEND: &str = "cassandra";
 /// The pause after the first failed connection attempt, doubled after each next one up to
@@ -150,6 +150,7 @@ struct Statements {
     get_profile: PreparedStatement,
     insert_profile: PreparedStatement,
     update_profile: PreparedStatement,
+    swap_profile: PreparedStatement,
     delete_profile: PreparedStatement,
     truncate_profiles: PreparedStatement,
     profiles_of_user: PreparedStatement,
@@ -284,10 +285,15 @@ async fn prepare(session: &Session, ks: &str) -> Result<Statements, scylla::erro
         session.prepare(format!("UPDATE {ks}.user SET name = ? WHERE id = ? IF EXISTS")).await?;
     let mut lwt_update_profile =
         session.prepare(format!("UPDATE {ks}.profile SET users = ? WHERE id = ? IF EXISTS")).await?;
+    // A profile's members replaced only if they are still those read before: then who left is
+    // known, and announced pair by pair.
+    let mut lwt_swap_profile =
+        session.prepare(format!("UPDATE {ks}.profile SET users = ? WHERE id = ? IF users = ?")).await?;
     // A replace must not resurrect a row deleted a moment before (a plain UPDATE would write
     // the row back), hence the conditional update.
-    lwt_update_user.set_serial_consistency(Some(scylla::statement::SerialConsistency::LocalSerial));
-    lwt_update_profile.set_serial_consistency(Some(scylla::statement::SerialConsistency::LocalSerial));
+    for lwt in [&mut lwt_update_user, &mut lwt_update_profile, &mut lwt_swap_profile] {
+        lwt.set_serial_consistency(Some(scylla::statement::SerialConsistency::LocalSerial));
+    }
     Ok(Statements {
         ping: session.prepare("SELECT release_version FROM system.local").await?,
         list_users: paged(session.prepare(format!("SELECT id, name FROM {ks}.user")).await?),
@@ -302,6 +308,7 @@ async fn prepare(session: &Session, ks: &str) -> Result<Statements, scylla::erro
             .prepare(format!("INSERT INTO {ks}.profile (id, users) VALUES (?, ?)"))
             .await?,
         update_profile: lwt_update_profile,
+        swap_profile: lwt_swap_profile,
         delete_profile: session.prepare(format!("DELETE FROM {ks}.profile WHERE id = ?")).await?,
         truncate_profiles: session.prepare(format!("TRUNCATE {ks}.profile")).await?,
         profiles_of_user: paged(
@@ -486,8 +493,22 @@ impl Store for CassandraStore {
         self.execute(|s| &s.insert_profile, (profile.id.as_uuid(), users_set(profile))).await.map(drop)
     }
 
-    async fn replace_profile(&self, profile: &Profile) -> StoreResult<bool> {
-        self.conditional(|s| &s.update_profile, (users_set(profile), profile.id.as_uuid())).await
+    async fn replace_profile(&self, profile: &Profile) -> StoreResult<Option<Removed>> {
+        let id = profile.id.as_uuid();
+        let Some(before) = self.get_profile(profile.id).await? else { return Ok(None) };
+        // An empty set is null in Cassandra, and `IF users = null` would also hold for a row
+        // deleted meanwhile (and write it back): a profile without users takes the plain path.
+        if !before.users.is_empty() {
+            let swap = (users_set(profile), id, users_set(&before));
+            if self.conditional(|s| &s.swap_profile, swap).await? {
+                let removed = before.users.iter().filter(|&u| !profile.users.contains(u)).collect();
+                return Ok(Some(Removed::Users(removed)));
+            }
+        }
+        // The members changed since the read, or there were none: replaced all the same, and
+        // who left is not known.
+        let replaced = self.conditional(|s| &s.update_profile, (users_set(profile), id)).await?;
+        Ok(replaced.then_some(Removed::Unknown))
     }
 
     async fn delete_profile(&self, id: ProfileId) -> StoreResult<()> {

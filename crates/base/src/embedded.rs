@@ -17,7 +17,7 @@ use redb::{
 };
 use uuid::Uuid;
 
-use crate::store::{Store, StoreError, StoreResult};
+use crate::store::{Removed, Store, StoreError, StoreResult};
 
 const BACKEND: &str = "embedded";
 /// user id → name
@@ -239,19 +239,20 @@ impl Store for EmbeddedStore {
         self.write(move |tx| put_profile(tx, &profile)).await
     }
 
-    async fn replace_profile(&self, profile: &Profile) -> StoreResult<bool> {
+    async fn replace_profile(&self, profile: &Profile) -> StoreResult<Option<Removed>> {
         let profile = profile.clone();
         self.write(move |tx| {
-            let exists = tx
-                .open_table(PROFILES)
-                .map_err(internal)?
-                .get(key(profile.id.as_uuid()))
-                .map_err(internal)?
-                .is_some();
-            if exists {
-                put_profile(tx, &profile)?;
-            }
-            Ok(exists)
+            let pid = key(profile.id.as_uuid());
+            let before = {
+                let table = tx.open_table(PROFILES).map_err(internal)?;
+                let found = table.get(pid).map_err(internal)?;
+                found.map(|users| decode(pid, users.value())).transpose()?
+            };
+            let Some(before) = before else { return Ok(None) };
+            put_profile(tx, &profile)?;
+            // One write transaction at a time: who left is known exactly.
+            let removed = before.users.iter().filter(|&u| !profile.users.contains(u)).collect();
+            Ok(Some(Removed::Users(removed)))
         })
         .await
     }

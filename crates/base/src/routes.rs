@@ -7,7 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use futures::{StreamExt, TryStreamExt};
-use kubescaler_core::bindings::{Binding, BindingChange, BindingCheck, BindingVerdict, BindingVerdicts};
+use kubescaler_core::bindings::{
+    Binding, BindingChange, BindingCheck, BindingVerdict, BindingVerdicts, Pair,
+};
 use kubescaler_core::model::{Profile, ProfileBody, User, UserBody};
 use kubescaler_core::openapi::{NewProfile, NewUser};
 use kubescaler_core::{ProfileId, UserId, codes};
@@ -18,7 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::changes::Announce;
-use crate::store::{Store, StoreResult};
+use crate::store::{Removed, Store, StoreResult};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -49,6 +51,23 @@ impl Db {
         let outcome = write.await;
         self.changes.announce(change);
         outcome
+    }
+}
+
+/// Most users announced one by one as having left a profile in one replace; a replace that
+/// takes out more announces the profile, and stream re-checks every pair of it it holds.
+const MOST_LEFT_ANNOUNCED: usize = 64;
+
+/// What a replace of `id`'s users announces: each user that left (one re-check each), else —
+/// who left unknown, too many, or a write that failed half-way — the whole profile. Only adds,
+/// or no such profile, announce nothing: no pair can have been unbound.
+fn replace_changes(id: ProfileId, replaced: &StoreResult<Option<Removed>>) -> Vec<BindingChange> {
+    match replaced {
+        Ok(None) => Vec::new(),
+        Ok(Some(Removed::Users(left))) if left.len() <= MOST_LEFT_ANNOUNCED => {
+            left.iter().map(|&user| BindingChange::Left(Pair { user, profile: id })).collect()
+        }
+        Ok(Some(_)) | Err(_) => vec![BindingChange::Profile(id)],
     }
 }
 
@@ -345,8 +364,11 @@ async fn replace_profile(
 ) -> ApiResult<ApiJson<Profile>> {
     same_id(id, body.id)?;
     let profile = Profile { id, users: body.users };
-    let replaced = db.announcing(BindingChange::Profile(id), db.replace_profile(&profile)).await?;
-    if replaced { Ok(ApiJson(profile)) } else { Err(no_profile(id)) }
+    let replaced = db.replace_profile(&profile).await;
+    for change in replace_changes(id, &replaced) {
+        db.changes.announce(change);
+    }
+    if replaced?.is_some() { Ok(ApiJson(profile)) } else { Err(no_profile(id)) }
 }
 
 #[utoipa::path(
@@ -493,6 +515,33 @@ async fn check_bindings(
 
 #[cfg(test)]
 mod tests {
+    use kubescaler_core::bindings::{BindingChange, Pair};
+    use kubescaler_core::{ProfileId, UserId};
+
+    use super::{MOST_LEFT_ANNOUNCED, Removed, replace_changes};
+    use crate::store::StoreError;
+
+    #[test]
+    fn a_replace_announces_who_left_or_else_the_profile() {
+        let id = ProfileId::new_random();
+        let left = |n: usize| (0..n).map(|_| UserId::new_random()).collect();
+        let whole = vec![BindingChange::Profile(id)];
+        assert_eq!(replace_changes(id, &Ok(None)), vec![]);
+        assert_eq!(replace_changes(id, &Ok(Some(Removed::Users(left(0))))), vec![]);
+        let one = left(1);
+        let user = *one.first().unwrap();
+        assert_eq!(
+            replace_changes(id, &Ok(Some(Removed::Users(one)))),
+            vec![BindingChange::Left(Pair { user, profile: id })]
+        );
+        let most = replace_changes(id, &Ok(Some(Removed::Users(left(MOST_LEFT_ANNOUNCED)))));
+        assert_eq!(most.len(), MOST_LEFT_ANNOUNCED);
+        assert_eq!(replace_changes(id, &Ok(Some(Removed::Users(left(MOST_LEFT_ANNOUNCED + 1))))), whole);
+        assert_eq!(replace_changes(id, &Ok(Some(Removed::Unknown))), whole);
+        let failed = Err(StoreError::Unavailable { backend: "cassandra", message: "timed out".into() });
+        assert_eq!(replace_changes(id, &failed), whole);
+    }
+
     /// Every failure an operation describes has the one error body, so a client reads every
     /// error the same way (and schemathesis checks each against it).
     #[test]

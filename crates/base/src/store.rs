@@ -2,6 +2,8 @@
 //! other implementations (an embedded store for the all-in-one process) must pass the same
 //! conformance suite (`tests/store.rs`), so the API cannot tell them apart.
 
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use kubescaler_core::bindings::Binding;
 use kubescaler_core::model::{Profile, User};
@@ -32,6 +34,17 @@ impl From<StoreError> for ApiError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Who a replace of a profile's users took out of it: what base announces, so that stream
+/// re-checks the pairs that left, not every pair of the profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removed {
+    /// Exactly these users (none when the replace only added users).
+    Users(BTreeSet<UserId>),
+    /// Not known: another write to the profile raced this one, so any of its pairs may have
+    /// changed.
+    Unknown,
+}
+
 /// Users and profiles. Writes are whole-value: a replace swaps the name or the whole user set.
 /// Listings come back in id order so every backend answers alike.
 #[async_trait]
@@ -54,8 +67,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_profiles(&self) -> StoreResult<Vec<Profile>>;
     async fn get_profile(&self, id: ProfileId) -> StoreResult<Option<Profile>>;
     async fn create_profile(&self, profile: &Profile) -> StoreResult<()>;
-    /// Replaces an existing profile's users; `false` when there is no such profile.
-    async fn replace_profile(&self, profile: &Profile) -> StoreResult<bool>;
+    /// Replaces an existing profile's users; `None` when there is no such profile (nothing is
+    /// written), else who the replace took out of it.
+    async fn replace_profile(&self, profile: &Profile) -> StoreResult<Option<Removed>>;
     async fn delete_profile(&self, id: ProfileId) -> StoreResult<()>;
     async fn delete_all_profiles(&self) -> StoreResult<()>;
     /// The profiles that hold `user`, found through an index, not a scan.

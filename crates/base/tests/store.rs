@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kubescaler_base::cassandra::{CassandraConfig, CassandraStore};
 use kubescaler_base::embedded::EmbeddedStore;
-use kubescaler_base::store::{Store, StoreError};
+use kubescaler_base::store::{Removed, Store, StoreError};
 use kubescaler_core::bindings::Binding;
 use kubescaler_core::model::{MAX_USERS_PER_PROFILE, Profile, ProfileUsers, User, UserName};
 use kubescaler_core::{ProfileId, UserId};
@@ -77,15 +77,47 @@ mod suite {
 
         let mut moved = full.clone();
         moved.users = ProfileUsers::new([b.id]).unwrap();
-        assert!(store.replace_profile(&moved).await.unwrap());
+        assert_eq!(store.replace_profile(&moved).await.unwrap(), Some(Removed::Users([a.id].into())));
         assert_eq!(store.get_profile(full.id).await.unwrap(), Some(moved));
         let ghost = profile(&[&a]);
-        assert!(!store.replace_profile(&ghost).await.unwrap());
+        assert_eq!(store.replace_profile(&ghost).await.unwrap(), None);
         assert_eq!(store.get_profile(ghost.id).await.unwrap(), None);
 
         store.delete_profile(full.id).await.unwrap();
         store.delete_profile(full.id).await.unwrap();
         assert_eq!(store.get_profile(full.id).await.unwrap(), None);
+    }
+
+    /// What base announces after a replace: exactly who left, or that it is not known.
+    pub async fn a_replace_says_who_left(store: &dyn Store) {
+        let (a, b, c) = (user("A"), user("B"), user("C"));
+        let mut p = profile(&[&a, &b]);
+        store.create_profile(&p).await.unwrap();
+        p.users = ProfileUsers::new([a.id, b.id, c.id]).unwrap();
+        assert_eq!(store.replace_profile(&p).await.unwrap(), Some(Removed::Users([].into())), "only added");
+        p.users = ProfileUsers::new([c.id]).unwrap();
+        assert_eq!(store.replace_profile(&p).await.unwrap(), Some(Removed::Users([a.id, b.id].into())));
+        assert_eq!(store.get_profile(p.id).await.unwrap(), Some(p.clone()));
+
+        // From no users, the answer may be either: none left, or not known (Cassandra cannot
+        // tell an empty profile's members from a deleted row's in a condition).
+        let mut empty = profile(&[]);
+        store.create_profile(&empty).await.unwrap();
+        empty.users = ProfileUsers::new([a.id]).unwrap();
+        let from_empty = store.replace_profile(&empty).await.unwrap();
+        assert!(
+            matches!(&from_empty, Some(Removed::Unknown)) || from_empty == Some(Removed::Users([].into()))
+        );
+        assert_eq!(store.get_profile(empty.id).await.unwrap(), Some(empty));
+
+        // A full profile, one user taken out: that user, not the other 9,999.
+        let crowd: Vec<UserId> = (0..MAX_USERS_PER_PROFILE).map(|_| UserId::new_random()).collect();
+        let mut full =
+            Profile { id: ProfileId::new_random(), users: ProfileUsers::new(crowd.clone()).unwrap() };
+        store.create_profile(&full).await.unwrap();
+        full.users = ProfileUsers::new(crowd[1..].iter().copied()).unwrap();
+        assert_eq!(store.replace_profile(&full).await.unwrap(), Some(Removed::Users([crowd[0]].into())));
+        assert_eq!(store.binding(full.id, crowd[0]).await.unwrap(), Binding::NotBound);
     }
 
     pub async fn profiles_of_user_follow_every_write(store: &dyn Store) {
@@ -176,7 +208,7 @@ macro_rules! conformance {
             use super::*;
 
             conformance!(@tests $fresh; users_round_trip, replace_only_existing_users,
-                deleted_users_leave_their_profiles, profiles_round_trip,
+                deleted_users_leave_their_profiles, profiles_round_trip, a_replace_says_who_left,
                 profiles_of_user_follow_every_write, bindings_follow_every_write, many_rows_are_all_listed,
                 delete_all);
         }

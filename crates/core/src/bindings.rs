@@ -3,9 +3,10 @@
 //! base publishes one [`BindingChange`] after each write that can take a user out of a
 //! profile (a replace or delete of a profile, a delete of a user, a delete of everything), on
 //! the Redis channel [`keys::BINDINGS`] of every instance of `REDIS_URLS`. A change names what
-//! changed, not the new members: a stream instance re-checks the pairs it holds that the change
-//! touches, so a message that comes twice, late or out of order gives the same verdict as one
-//! that comes once, on time — the check reads the store as it is then.
+//! changed — at its narrowest one pair, a user that left a profile — not a verdict: a stream
+//! instance re-checks the pairs it holds that the change touches, so a message that comes twice,
+//! late or out of order gives the same verdict as one that comes once, on time — the check reads
+//! the store as it is then.
 
 use std::fmt;
 use std::str::FromStr;
@@ -100,7 +101,9 @@ pub struct BindingVerdict {
 /// What a write may have unbound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BindingChange {
-    /// The profile's members were replaced, or the profile was deleted.
+    /// The user left the profile (a replace of its members without it): the one pair to check.
+    Left(Pair),
+    /// The profile was deleted, or its members were replaced and who left is not known.
     Profile(ProfileId),
     /// The user was deleted (and taken out of every profile).
     User(UserId),
@@ -112,6 +115,7 @@ impl BindingChange {
     /// Whether the pair `(user, profile)` may have been unbound by this change.
     pub fn touches(&self, user: UserId, profile: ProfileId) -> bool {
         match self {
+            Self::Left(pair) => pair.user == user && pair.profile == profile,
             Self::Profile(changed) => *changed == profile,
             Self::User(changed) => *changed == user,
             Self::All => true,
@@ -119,10 +123,12 @@ impl BindingChange {
     }
 }
 
-/// `profile <id>`, `user <id>` or `all`: the message text on [`keys::BINDINGS`].
+/// `left <user id> <profile id>`, `profile <id>`, `user <id>` or `all`: the message text on
+/// [`keys::BINDINGS`].
 impl fmt::Display for BindingChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Left(pair) => write!(f, "left {} {}", pair.user, pair.profile),
             Self::Profile(id) => write!(f, "profile {id}"),
             Self::User(id) => write!(f, "user {id}"),
             Self::All => f.write_str("all"),
@@ -133,7 +139,10 @@ impl fmt::Display for BindingChange {
 /// Why a message is not a binding change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChangeError {
-    #[error("`{0}` is not a binding change: expected `profile <id>`, `user <id>` or `all`")]
+    #[error(
+        "`{0}` is not a binding change: expected `left <user id> <profile id>`, `profile <id>`, \
+         `user <id>` or `all`"
+    )]
     Shape(String),
     #[error(transparent)]
     Id(#[from] IdError),
@@ -144,6 +153,12 @@ impl FromStr for BindingChange {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text.split_once(' ') {
+            Some(("left", ids)) => match ids.split_once(' ') {
+                Some((user, profile)) => {
+                    Ok(Self::Left(Pair { user: UserId::parse(user)?, profile: ProfileId::parse(profile)? }))
+                }
+                None => Err(ChangeError::Shape(text.chars().take(64).collect())),
+            },
             Some(("profile", id)) => Ok(Self::Profile(ProfileId::parse(id)?)),
             Some(("user", id)) => Ok(Self::User(UserId::parse(id)?)),
             None if text == "all" => Ok(Self::All),
@@ -164,15 +179,27 @@ mod tests {
     fn changes_read_back_as_written() {
         let user = UserId::parse(USER).unwrap();
         let profile = ProfileId::parse(PROFILE).unwrap();
-        for change in [BindingChange::Profile(profile), BindingChange::User(user), BindingChange::All] {
+        let left = BindingChange::Left(Pair { user, profile });
+        for change in [left, BindingChange::Profile(profile), BindingChange::User(user), BindingChange::All] {
             assert_eq!(change.to_string().parse::<BindingChange>(), Ok(change));
         }
         assert_eq!(BindingChange::Profile(profile).to_string(), format!("profile {PROFILE}"));
+        assert_eq!(left.to_string(), format!("left {USER} {PROFILE}"));
     }
 
     #[test]
     fn anything_else_is_refused_with_what_was_expected() {
-        for text in ["", "all ", "profile", "profile  x", "team 1", &format!("user {PROFILE} more")] {
+        for text in [
+            "",
+            "all ",
+            "profile",
+            "profile  x",
+            "team 1",
+            &format!("user {PROFILE} more"),
+            &format!("left {USER}"),
+            &format!("left {USER} {PROFILE} more"),
+            &format!("left {USER}  {PROFILE}"),
+        ] {
             let error = text.parse::<BindingChange>().unwrap_err();
             assert!(error.to_string().contains("not a"), "{text:?}: {error}");
         }
@@ -203,5 +230,8 @@ mod tests {
         assert!(BindingChange::User(user).touches(user, other_profile));
         assert!(!BindingChange::User(user).touches(other_user, profile));
         assert!(BindingChange::All.touches(other_user, other_profile));
+        let left = BindingChange::Left(Pair { user, profile });
+        assert!(left.touches(user, profile));
+        assert!(!left.touches(other_user, profile) && !left.touches(user, other_profile));
     }
 }

@@ -105,22 +105,37 @@ async fn writes_that_may_unbind_are_announced_and_others_are_not() {
 
     let (status, _) = app.put(&format!("/profiles/{}", id(&profile)), json!({ "users": [a["id"]] })).await;
     assert_eq!(status, StatusCode::OK);
-    heard(&mut messages, &format!("profile {}", id(&profile))).await;
+    heard(&mut messages, &format!("left {} {}", id(&b), id(&profile))).await;
     assert_eq!(app.delete(&format!("/users/{}", id(&a))).await.0, StatusCode::NO_CONTENT);
     heard(&mut messages, &format!("user {}", id(&a))).await;
     assert_eq!(app.delete(&format!("/profiles/{}", id(&other))).await.0, StatusCode::NO_CONTENT);
     heard(&mut messages, &format!("profile {}", id(&other))).await;
 
-    // Creates and renames unbind nobody: nothing about them is announced.
+    // Creates, renames and replaces that only add unbind nobody: nothing about them is
+    // announced.
     let c = app.create_user("C").await;
     app.put(&format!("/users/{}", id(&c)), json!({ "name": "C2" })).await;
     let created = app.create_profile(&[&c]).await;
+    app.put(&format!("/profiles/{}", id(&created)), json!({ "users": [c["id"], b["id"]] })).await;
     let quiet = tokio::time::timeout(Duration::from_millis(500), async {
         while let Some(message) = messages.next().await {
             assert!(!message.contains(id(&c)) && !message.contains(id(&created)), "announced: {message}");
         }
     });
     let _ = quiet.await;
+}
+
+#[tokio::test]
+async fn a_replace_that_takes_out_many_users_announces_the_profile() {
+    let mut messages = Box::pin(listen().await);
+    let app = TestApp::spawn().await;
+    let many: Vec<String> = (0..100).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let (status, profile) = app.post("/profiles", json!({ "users": many })).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = app.put(&format!("/profiles/{}", id(&profile)), json!({ "users": [many[0]] })).await;
+    assert_eq!(status, StatusCode::OK);
+    // One message for the profile, not 99 for its pairs.
+    heard(&mut messages, &format!("profile {}", id(&profile))).await;
 }
 
 #[tokio::test]

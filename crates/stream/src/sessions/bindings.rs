@@ -35,6 +35,9 @@ const SWEEP_TICKS: u32 = 10;
 /// What the watcher still has to check.
 #[derive(Debug, Default)]
 struct Pending {
+    /// Pairs whose user left the profile: most changes, found without a scan of the others.
+    left: HashSet<Pair>,
+    /// Profiles and users every pair of which may have changed.
     changes: HashSet<BindingChange>,
     /// Every held pair (changes were missed).
     all: bool,
@@ -44,6 +47,9 @@ impl Pending {
     fn add(&mut self, notice: Notice) {
         match notice {
             Notice::Changed(BindingChange::All) | Notice::Missed => self.all = true,
+            Notice::Changed(BindingChange::Left(pair)) => {
+                self.left.insert(pair);
+            }
             Notice::Changed(change) => {
                 self.changes.insert(change);
             }
@@ -51,11 +57,13 @@ impl Pending {
     }
 
     fn is_empty(&self) -> bool {
-        !self.all && self.changes.is_empty()
+        !self.all && self.left.is_empty() && self.changes.is_empty()
     }
 
     fn touches(&self, pair: Pair) -> bool {
-        self.all || self.changes.iter().any(|change| change.touches(pair.user, pair.profile))
+        self.all
+            || self.left.contains(&pair)
+            || self.changes.iter().any(|change| change.touches(pair.user, pair.profile))
     }
 }
 
@@ -191,8 +199,13 @@ mod tests {
         assert!(pending.is_empty());
         pending.add(Notice::Changed(BindingChange::Profile(ProfileId::new_random())));
         assert!(!pending.touches(pair));
-        pending.add(Notice::Changed(BindingChange::User(pair.user)));
+        pending.add(Notice::Changed(BindingChange::Left(Pair { user: UserId::new_random(), ..pair })));
+        assert!(!pending.is_empty() && !pending.touches(pair));
+        pending.add(Notice::Changed(BindingChange::Left(pair)));
         assert!(pending.touches(pair));
+        let mut by_user = Pending::default();
+        by_user.add(Notice::Changed(BindingChange::User(pair.user)));
+        assert!(by_user.touches(pair));
         let mut missed = Pending::default();
         missed.add(Notice::Missed);
         assert!(!missed.is_empty() && missed.touches(pair));

@@ -404,10 +404,12 @@ def instance_scenario(a, backends, bindir, streams):
     pairs = pairs_slice(a.load_pairs, os.path.join(work, "pairs.txt"), 0, streams)
     time.sleep(2)
     rss0, slab0 = rss_bytes(fleet.streams[0].pid), slab_bytes()
-    hold = math.ceil(streams / a.ramp) + a.settle + a.window + 60
+    # Held until stopped: a ramp that takes longer than asked must not end the load mid-window.
+    ramp_within = math.ceil(streams / a.ramp * 2) + 120
+    hold = ramp_within + a.settle + a.window + 300
     load = loadgen(a, fleet.stream_urls(), pairs, streams, a.ramp, hold, label=f"{label}/load")
     try:
-        held = wait_held(fleet, streams, math.ceil(streams / a.ramp) + 120)
+        held = wait_held(fleet, streams, ramp_within)
         time.sleep(a.settle)
         before = fleet.snapshot()
         time.sleep(a.window)

@@ -28,9 +28,24 @@ use crate::changes::Notice;
 const GATHER: Duration = Duration::from_millis(10);
 /// The pause before a check that base could not answer is tried again.
 const RETRY: Duration = Duration::from_secs(1);
-/// How many slices a sweep is cut into: each tick of the watcher checks the pairs whose last
-/// check is older than `BINDING_SWEEP`, so the sweep is a steady trickle, not a burst.
-const SWEEP_TICKS: u32 = 10;
+/// How often the watcher looks for pairs due a sweep check (their last check older than
+/// `BINDING_SWEEP`): every second, or ten times per a shorter `BINDING_SWEEP`. Each look checks
+/// at most twice its share of the held pairs, oldest first, so a sweep is a steady trickle of
+/// small batches (16,000 held pairs at the default 5 min: about 55 a second), never a burst of
+/// thousands of reads that a re-check after a change would queue behind at Cassandra — not even
+/// 5 min after every held pair was checked at once.
+const SWEEP_TICK: Duration = Duration::from_secs(1);
+
+/// The interval between looks for pairs due a sweep check.
+fn sweep_tick(sweep: Duration) -> Duration {
+    (sweep / 10).min(SWEEP_TICK)
+}
+
+/// Most pairs one look checks: twice its share of `held` pairs, at least one, at most one batch.
+fn sweep_share(held: usize, sweep: Duration) -> usize {
+    let looks = (sweep.as_secs_f64() / sweep_tick(sweep).as_secs_f64()).max(1.0);
+    ((2.0 * held as f64 / looks).ceil() as usize).clamp(1, MAX_PAIRS_PER_CHECK)
+}
 
 /// What the watcher still has to check.
 #[derive(Debug, Default)]
@@ -71,7 +86,7 @@ impl Sessions {
     /// The binding watcher, until shutdown: checks again the held pairs that announced changes
     /// touch, and sweeps every held pair once per `BINDING_SWEEP`.
     pub(super) async fn watch_bindings(self: &Arc<Self>, mut notices: mpsc::UnboundedReceiver<Notice>) {
-        let mut sweep = tokio::time::interval(self.settings.binding_sweep / SWEEP_TICKS);
+        let mut sweep = tokio::time::interval(sweep_tick(self.settings.binding_sweep));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pending = Pending::default();
         let mut retry_at: Option<Instant> = None;
@@ -103,8 +118,7 @@ impl Sessions {
                     if sweeping.as_ref().is_some_and(|sweep| !sweep.is_finished()) {
                         continue;
                     }
-                    let due = Instant::now().checked_sub(self.settings.binding_sweep);
-                    let stale = self.held_where(|_, checked| due.is_some_and(|due| checked <= due));
+                    let stale = self.due_a_sweep();
                     if stale.is_empty() {
                         continue;
                     }
@@ -135,6 +149,28 @@ impl Sessions {
                 }
             }
         }
+    }
+
+    /// The held streams whose last check is older than `BINDING_SWEEP`, oldest first, at most
+    /// one look's share.
+    fn due_a_sweep(&self) -> Vec<(u64, Pair)> {
+        let sweep = self.settings.binding_sweep;
+        let Some(due) = Instant::now().checked_sub(sweep) else { return Vec::new() };
+        let held = self.held();
+        let mut stale: Vec<_> = held
+            .iter()
+            .filter(|(_, held)| held.checked <= due)
+            .map(|(id, held)| {
+                (held.checked, *id, Pair { user: held.lease.user, profile: held.lease.profile })
+            })
+            .collect();
+        let share = sweep_share(held.len(), sweep);
+        drop(held);
+        if stale.len() > share {
+            stale.select_nth_unstable_by_key(share, |(checked, _, _)| *checked);
+            stale.truncate(share);
+        }
+        stale.into_iter().map(|(_, id, pair)| (id, pair)).collect()
     }
 
     /// The held streams whose pair and time of last check satisfy `select`.
@@ -191,6 +227,18 @@ mod tests {
     use kubescaler_core::{ProfileId, UserId};
 
     use super::*;
+
+    #[test]
+    fn a_sweep_is_a_trickle_of_small_batches() {
+        let five_minutes = Duration::from_secs(300);
+        assert_eq!(sweep_tick(five_minutes), Duration::from_secs(1));
+        assert_eq!(sweep_tick(Duration::from_secs(2)), Duration::from_millis(200));
+        // 16,000 pairs over 300 looks: twice the 54 a look must check on average.
+        assert_eq!(sweep_share(16_000, five_minutes), 107);
+        assert_eq!(sweep_share(0, five_minutes), 1);
+        assert_eq!(sweep_share(1_000_000, five_minutes), MAX_PAIRS_PER_CHECK);
+        assert_eq!(sweep_share(2, Duration::from_secs(2)), 1);
+    }
 
     #[test]
     fn pending_changes_touch_the_pairs_they_name_and_a_miss_touches_all() {

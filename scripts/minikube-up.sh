@@ -2,8 +2,8 @@
 # A local cluster fit for watching the autoscalers: the HPA controller syncs every 10 s (not 15)
 # and counts a new pod's metrics 10 s after it starts; ingress and metrics-server. How fast each
 # HPA scales down is in its manifest's `behavior` (120 s of calm), which overrides the controller
-# default set here; that default is 2 minutes, as the original's downscale delay was (a controller
-# flag Kubernetes has since replaced by the stabilization window).
+# default set here to 2 minutes, so an HPA without a `behavior` also waits out a short lull
+# before it removes pods.
 #   scripts/minikube-up.sh            (MINIKUBE_CPUS=4 MINIKUBE_MEMORY=8g by default)
 set -euo pipefail
 command -v minikube >/dev/null || { echo "minikube not found: https://minikube.sigs.k8s.io/docs/start/" >&2; exit 1; }

@@ -527,14 +527,13 @@ mod tests {
         assert_eq!(config.main.redis.urls, ["redis://127.0.0.1:1"]);
         assert_eq!(config.stream.redis.urls, ["redis://127.0.0.1:1"]);
 
-        // The defaults of those flags are not a choice: without them, the embedded backends.
-        let config = Config::try_parse_from(["kubescaler"]).unwrap();
-        if std::env::var_os("CASSANDRA_NODES").is_none() {
-            assert!(!config.real_cassandra);
-        }
-        if std::env::var_os("REDIS_URLS").is_none() {
-            assert!(!config.real_redis);
-        }
+        // The defaults of those flags are not a choice: without them (and without the
+        // environment, which may set them), the embedded backends.
+        let matches =
+            command().mut_args(|arg| arg.env(None::<&str>)).try_get_matches_from(["kubescaler"]).unwrap();
+        let config = Config::from_matches(&matches).unwrap();
+        assert!(!config.real_cassandra);
+        assert!(!config.real_redis);
     }
 
     #[test]

@@ -426,8 +426,8 @@ async fn profiles_of_user(
 }
 
 /// 204 when the user is in the profile; 404 (saying which) when it is not or there is no such
-/// profile: the original's check, kept for its clients. stream asks `GET /bindings/…`, which
-/// answers a boolean.
+/// profile: the check as a status code, for clients that read it so (see docs/MIGRATION.md).
+/// stream asks `GET /bindings/…`, which answers a boolean.
 #[utoipa::path(
     get,
     path = "/profiles/{id}/users/{user_id}",

@@ -127,7 +127,7 @@ pub struct Profile {
 }
 
 /// Body of `POST /users` and `PUT /users/{id}`. `id` may be absent or `null` (what a client
-/// that sends whole objects, like the original's, puts in a create); base refuses any other id
+/// that sends whole objects, like a generated or Feign client, puts in a create); base refuses any other id
 /// on a create and one that differs from the path's on a replace. Unknown fields (a typo) are
 /// refused rather than ignored: a silently dropped field is a bug the client never hears about.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -302,7 +302,7 @@ async fn login(
     get,
     path = "/{user_id}/{profile_id}",
     tag = "data",
-    summary = "The original's link to the test agent page of a user and profile",
+    summary = "A short link to the test agent page of a user and profile",
     params(
         ("user_id" = UserId, Path, description = "The user's id"),
         ("profile_id" = ProfileId, Path, description = "The profile's id"),
@@ -312,7 +312,8 @@ async fn login(
         (status = 404, description = "A two-segment path that is not two ids is no route of main's: `no_route`", body = ErrorBody),
     ),
 )]
-/// The original's link to the test agent, `/{userId}/{profileId}`. Every other path of two
+/// A short link to the test agent, `/{userId}/{profileId}`, as links already handed out read.
+/// Every other path of two
 /// segments lands here too (`/actuator/health`, a typo of a route) and is no route of main's:
 /// 404, not a complaint that `actuator` is not a user id.
 async fn agent_page(

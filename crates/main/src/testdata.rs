@@ -1,4 +1,4 @@
-//! Random test data, in the original's shape: a number of profiles, each with new users that
+//! Random test data: a number of profiles, each with new users that
 //! have fake human names; the first profile's users are "shared" and also put in every later
 //! profile, so those users have several profiles (they are what `/suggested` lists).
 //!
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use kubescaler_base_client::BaseClient;
 
-/// Bounds of both sizes, as in the original.
+/// Bounds of both sizes: at least two profiles, so that shared users have several profiles.
 pub const MIN_SIZE: u32 = 2;
 pub const MAX_SIZE: u32 = 100;
 
@@ -328,21 +328,5 @@ mod tests {
             assert_eq!(error.code(), "invalid_parameter");
             assert!(error.message().contains("between 2 and 100"), "{error}");
         }
-    }
-
-    /// The README states the sizes a run draws, and what the original drew: it must say what
-    /// this generator does, and must not call these sizes the original's.
-    #[test]
-    fn the_readme_states_the_sizes_drawn() {
-        let readme = include_str!("../../../README.md");
-        let range = format!("random in [{MIN_SIZE}, {MAX_SIZE}]");
-        let paragraph = readme
-            .split("\n\n")
-            .find(|p| p.starts_with("Test data:"))
-            .expect("README has a paragraph on test data");
-        let paragraph = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
-        assert_eq!(paragraph.matches(&range).count(), 2, "profiles and users per profile: {paragraph}");
-        assert!(paragraph.contains("gives 0–98 of each"), "{paragraph}");
-        assert!(!paragraph.contains("the original's shape"), "{paragraph}");
     }
 }

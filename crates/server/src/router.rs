@@ -29,15 +29,16 @@ pub(crate) async fn livez() -> impl IntoResponse {
     axum::Json(json!({ "status": "alive" }))
 }
 
-/// `/livez` under the name the original's probes use.
+/// `/livez` under the name existing probes and load balancers ask for.
 #[utoipa::path(get, path = "/health", tag = crate::openapi::OPS_TAG,
     responses((status = 200, description = "The process is alive", body = crate::openapi::Alive)))]
 pub(crate) async fn health() -> impl IntoResponse {
     livez().await
 }
 
-/// `GET` answering the instance's name in plain text: which replica served the request (the
-/// original's `GET /`). The name is the pod name under Kubernetes (`HOSTNAME`).
+/// `GET` answering the instance's name in plain text: which replica served the request, so a
+/// `curl` through a Service or the Ingress shows the load spread. The name is the pod name under
+/// Kubernetes (`HOSTNAME`).
 pub fn host_name<S: Clone + Send + Sync + 'static>(name: &str) -> axum::routing::MethodRouter<S> {
     let name: Arc<str> = Arc::from(name);
     get(move || std::future::ready(name.to_string()))

@@ -47,7 +47,8 @@ pub struct Config {
     pub lock_refresh: Option<Duration>,
 
     /// Release lock and marker as soon as a client disconnects, instead of letting them
-    /// expire (which keeps the pair refused for up to LOCK_TTL, as the original did).
+    /// expire (which keeps the pair refused for up to LOCK_TTL, so a client that reconnects
+    /// elsewhere at once is refused until then).
     #[arg(long, env = "RELEASE_ON_DISCONNECT", default_value_t = false, action = clap::ArgAction::Set)]
     pub release_on_disconnect: bool,
 

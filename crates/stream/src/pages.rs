@@ -7,7 +7,7 @@ pub(crate) const AGENT_HTML: &str = include_str!("../../../static/agent.html");
 pub(crate) const AGENT_JS: &str = include_str!("../../../static/agent.js");
 pub(crate) const USAGE_HTML: &str = include_str!("../../../static/index.html");
 
-/// The agent page for `/index/{u}/{p}/`, the form the original's usage text gave: one level
+/// The agent page for `/index/{u}/{p}/`, with the trailing slash bookmarks often keep: one level
 /// deeper, so its relative URLs (the script, the stream) resolve from one level up, as they do
 /// from `/index/{u}/{p}`. Still relative, so the page works under any path prefix.
 static AGENT_HTML_DIR: LazyLock<String> =

@@ -31,7 +31,7 @@ pub fn router(sessions: Arc<Sessions>, host: &str) -> Router {
     Router::new()
         .route("/stream/{user_id}/{profile_id}", get(open_stream).head(describe_stream))
         .with_state(sessions)
-        // Which instance answered, as the original's /ping said.
+        // Which instance answered: a probe of the load spread that needs no stream.
         .route("/ping", host_name(host))
         .route("/", get(|| async { Html(pages::USAGE_HTML) }))
         .route("/index/{user_id}/{profile_id}", get(agent))

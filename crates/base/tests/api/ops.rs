@@ -56,7 +56,7 @@ async fn responses_carry_a_request_id() {
     assert!(!response.headers()["x-request-id"].is_empty(), "one is made when the client sends none");
 }
 
-/// As in the original, `GET /` says which replica answered: `--hostname` / HOSTNAME.
+/// `GET /` says which replica answered: `--hostname` / HOSTNAME.
 #[tokio::test]
 async fn root_answers_the_host_name() {
     let nodes = require_cassandra().await.join(",");

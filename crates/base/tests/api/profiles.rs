@@ -95,7 +95,7 @@ async fn replace_profile_moves_the_index() {
     assert_eq!(app.get(&format!("/profiles/user/{}", id(&b))).await.1, json!([replaced]));
 }
 
-/// What a client that sends whole objects (the original's Feign client) posts: `"id": null`.
+/// What a client that sends whole objects (a generated or Feign client) posts: `"id": null`.
 #[tokio::test]
 async fn create_takes_a_null_id_and_refuses_a_given_one() {
     let app = TestApp::spawn().await;

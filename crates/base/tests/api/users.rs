@@ -105,7 +105,7 @@ async fn replace_user() {
     assert_eq!(app.get(&path).await.1["name"], "After", "a refused replace changes nothing");
 }
 
-/// What a client that sends whole objects (the original's Feign client) posts: `"id": null`.
+/// What a client that sends whole objects (a generated or Feign client) posts: `"id": null`.
 #[tokio::test]
 async fn create_takes_a_null_id_and_refuses_a_given_one() {
     let app = TestApp::spawn().await;

@@ -64,7 +64,7 @@ async fn paths_main_does_not_serve_are_404() {
     assert_eq!(error_code(&error), "invalid_id");
 }
 
-/// As in the original, `GET /` says which replica answered; `/main` and `/main/` are the root
+/// `GET /` says which replica answered; `/main` and `/main/` are the root
 /// too, as they are through the Ingress.
 #[tokio::test]
 async fn root_answers_the_host_name() {

@@ -39,6 +39,10 @@ bench_nofile 20000
 
 bench_services_up
 command -v redis-server >/dev/null || { echo "redis-server not found: scripts/services.sh installs it" >&2; exit 1; }
+# What is measured is what is built now, whatever changes while the run goes on.
+commit=$(git rev-parse --short HEAD)
+# The page this run rewrites is not a change of what it measures.
+dirty=$(git status --porcelain --untracked-files=no -- . ':!docs/SCALE.md' | grep -q . && echo " (with uncommitted changes)" || true)
 echo "building this tree" >&2
 bench_build kubescaler-base kubescaler-stream kubescaler-bench kubescaler-loadgen
 
@@ -65,8 +69,6 @@ bench_stop "$base_pid"
 "$BENCH" seed-fleet --keyspace "$KEYSPACE" --profiles "$PROFILES" --users-per-profile "$USERS_PER_PROFILE" \
   --probes-per-profile "$PROBES_PER_PROFILE" --load-pairs "$WORK/load.txt" --probe-pairs "$WORK/probes.txt" >&2
 
-commit=$(git rev-parse --short HEAD)
-dirty=$(git status --porcelain --untracked-files=no | grep -q . && echo " (with uncommitted changes)" || true)
 rc=0
 python3 scripts/lib/scale.py --work "$WORK" --new target/release ${OLD:+--old "$OLD"} --bench "$BENCH" \
   --loadgen target/release/loadgen --keyspace "$KEYSPACE" --load-pairs "$WORK/load.txt" \

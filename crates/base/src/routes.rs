@@ -303,7 +303,11 @@ async fn list_profiles(State(db): State<Db>) -> ApiResult<ApiJson<Vec<Profile>>>
             ("GetProfile" = (operation_id = "get_profile", parameters(("id" = "$response.body#/id")))),
             ("ReplaceProfile" = (operation_id = "replace_profile", parameters(("id" = "$response.body#/id")))),
             ("DeleteProfile" = (operation_id = "delete_profile", parameters(("id" = "$response.body#/id")))),
-            ("IsBound" = (operation_id = "is_bound", parameters(("id" = "$response.body#/id"), ("user_id" = "$response.body#/users/0")))),
+            // To the boolean check, not to `is_bound`: whether a user is still in the profile
+            // depends on what was written since (a replace, a user's delete), and `is_bound`
+            // answers that with 404, which a client following the link would read as the
+            // profile gone.
+            ("Binding" = (operation_id = "binding", parameters(("profile_id" = "$response.body#/id"), ("user_id" = "$response.body#/users/0")))),
         )),
         BodyErrors,
         StoreErrors,

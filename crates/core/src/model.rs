@@ -50,10 +50,6 @@ impl UserName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    pub fn into_inner(self) -> String {
-        self.0
-    }
 }
 
 impl<'de> Deserialize<'de> for UserName {

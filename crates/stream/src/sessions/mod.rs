@@ -190,10 +190,6 @@ impl Sessions {
         })
     }
 
-    pub fn locks(&self) -> &Arc<dyn PairLocks> {
-        &self.locks
-    }
-
     pub fn settings(&self) -> &Settings {
         &self.settings
     }

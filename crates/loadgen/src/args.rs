@@ -173,6 +173,28 @@ pub fn processes(asked: Processes, streams: usize, limit: u64) -> usize {
     wanted.min(streams).max(1)
 }
 
+/// Says when a process will hold more sockets than it may open, or a source address more
+/// connections than it has ports for: the run goes on, with errors to expect.
+pub fn warn_of_limits(plan: &Plan, processes: usize, limit: u64) {
+    let held = plan.streams.div_ceil(processes);
+    if held > per_process(limit) {
+        eprintln!(
+            "warning: {held} streams per process need as many open files, and a process may open {limit}: \
+             expect errors, or leave --processes to `auto`"
+        );
+    }
+    if !plan.sources.is_empty() {
+        let per_address = plan.streams.div_ceil(plan.sources.len());
+        if per_address > source::PER_ADDRESS {
+            eprintln!(
+                "warning: {per_address} connections per source address, more than the {} one address holds \
+                 well: expect errors, or give more --source-addresses",
+                source::PER_ADDRESS
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;

@@ -45,65 +45,60 @@ mod stream;
 mod summary;
 mod workers;
 
-use std::time::Instant;
+use std::path::Path;
 
 use anyhow::Context;
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 use crate::args::{Args, Plan};
-use crate::run::{Share, Ticker};
-use crate::summary::Live;
+use crate::pairs::Pair;
+use crate::run::Share;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let limit = raise_open_files();
     let plan = Plan::new(&args)?;
-    if let (Some(index), Some(of)) = (args.worker, args.workers) {
-        anyhow::ensure!(index < of, "worker {index} of {of}: there is no such worker");
-        return workers::work(&plan, Share { index, of })
+    match worker_share(&args)? {
+        Some(share) => workers::work(&plan, share)
             .await
-            .with_context(|| format!("worker {index} of {of}"));
+            .with_context(|| format!("worker {} of {}", share.index, share.of)),
+        None => whole_run(&args, &plan, limit).await,
     }
+}
+
+/// The share of a worker, when the parent started this process as one (`--worker K --workers N`).
+fn worker_share(args: &Args) -> anyhow::Result<Option<Share>> {
+    let (Some(index), Some(of)) = (args.worker, args.workers) else {
+        return Ok(None);
+    };
+    anyhow::ensure!(index < of, "worker {index} of {of}: there is no such worker");
+    Ok(Some(Share { index, of }))
+}
+
+/// The run the user asked for: in this process alone, or led over as many workers as the open
+/// files call for.
+async fn whole_run(args: &Args, plan: &Plan, limit: u64) -> anyhow::Result<()> {
     let processes = args::processes(args.processes, plan.streams, limit);
-    warn_of_limits(&plan, processes, limit);
+    args::warn_of_limits(plan, processes, limit);
+    let pairs = load_pairs(plan, args.pairs.as_deref()).await?;
+    run::check_churn(plan, pairs.len(), processes)?;
+    if processes > 1 {
+        workers::lead(plan, &pairs, processes, args.json).await
+    } else {
+        run::alone(plan, &pairs, args.json).await
+    }
+}
+
+/// The pairs to stream, from `file` or else from the first URL; a run without any cannot start.
+async fn load_pairs(plan: &Plan, file: Option<&Path>) -> anyhow::Result<Vec<Pair>> {
     let url = &plan.urls[0];
-    let pairs = pairs::load(url, args.pairs.as_deref()).await?;
+    let pairs = pairs::load(url, file).await?;
     anyhow::ensure!(
         !pairs.is_empty(),
         "no user–profile pairs: create test data first (POST {url}/main/testdata)"
     );
-    run::check_churn(&plan, pairs.len(), processes)?;
-    if processes > 1 {
-        return workers::lead(&plan, &pairs, processes, args.json).await;
-    }
-    alone(&plan, &pairs, args.json).await
-}
-
-/// The run in this process alone.
-async fn alone(plan: &Plan, pairs: &[pairs::Pair], json: bool) -> anyhow::Result<()> {
-    let stop = CancellationToken::new();
-    tokio::spawn(run::stop_on_signal(stop.clone()));
-    let started = Instant::now();
-    let running = run::start(plan, pairs, Share::ALL)?;
-    let mut live = Live::new(started, plan, json);
-    // Streams run until the run ends or a signal comes, and what is open then is counted
-    // before they are stopped.
-    let ticker = Ticker::new(Some(started + plan.length()), stop);
-    while ticker.tick().await {
-        live.tick(&running.counters.status());
-    }
-    let report = running.finish().await;
-    let run = summary::Run {
-        plan,
-        pairs: pairs.len(),
-        processes: 1,
-        seconds: started.elapsed().as_secs_f64(),
-        peak_open: live.peak_open,
-    };
-    summary::print(&run, &report, json);
-    Ok(())
+    Ok(pairs)
 }
 
 /// Raises the soft limit on open files to the hard one, and says what it is: a process of
@@ -114,28 +109,6 @@ fn raise_open_files() -> u64 {
         Err(error) => {
             eprintln!("warning: the limit on open files could not be raised: {error}");
             rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1_024, |(soft, _)| soft)
-        }
-    }
-}
-
-/// Says when a process will hold more sockets than it may open, or a source address more
-/// connections than it has ports for: the run goes on, with errors to expect.
-fn warn_of_limits(plan: &Plan, processes: usize, limit: u64) {
-    let per_process = plan.streams.div_ceil(processes);
-    if per_process > args::per_process(limit) {
-        eprintln!(
-            "warning: {per_process} streams per process need as many open files, and a process may open {limit}: \
-             expect errors, or leave --processes to `auto`"
-        );
-    }
-    if !plan.sources.is_empty() {
-        let per_address = plan.streams.div_ceil(plan.sources.len());
-        if per_address > source::PER_ADDRESS {
-            eprintln!(
-                "warning: {per_address} connections per source address, more than the {} one address holds \
-                 well: expect errors, or give more --source-addresses",
-                source::PER_ADDRESS
-            );
         }
     }
 }

@@ -1,5 +1,6 @@
 //! A process's share of a run: its streams, each opened on time on its URL, from its source
-//! address, and replaced by another pair's now and then under `--churn`.
+//! address, and replaced by another pair's now and then under `--churn`; and a run that one
+//! process holds alone, live line and summary included.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -13,6 +14,7 @@ use crate::args::Plan;
 use crate::counters::{Counters, Report, add};
 use crate::pairs::Pair;
 use crate::stream::{End, client, stream};
+use crate::summary::{self, Live};
 
 /// How often the live line (or a worker's status) comes.
 const TICK: Duration = Duration::from_secs(1);
@@ -151,6 +153,31 @@ impl Slot {
             pair = churn.next(pair);
         }
     }
+}
+
+/// The run in this process alone.
+pub async fn alone(plan: &Plan, pairs: &[Pair], json: bool) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    tokio::spawn(stop_on_signal(stop.clone()));
+    let started = Instant::now();
+    let running = start(plan, pairs, Share::ALL)?;
+    let mut live = Live::new(started, plan, json);
+    // Streams run until the run ends or a signal comes, and what is open then is counted
+    // before they are stopped.
+    let ticker = Ticker::new(Some(started + plan.length()), stop);
+    while ticker.tick().await {
+        live.tick(&running.counters.status());
+    }
+    let report = running.finish().await;
+    let run = summary::Run {
+        plan,
+        pairs: pairs.len(),
+        processes: 1,
+        seconds: started.elapsed().as_secs_f64(),
+        peak_open: live.peak_open,
+    };
+    summary::print(&run, &report, json);
+    Ok(())
 }
 
 /// Why `--churn` cannot run with these pairs, if it cannot.

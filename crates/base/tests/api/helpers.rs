@@ -1,18 +1,16 @@
 //! Starts base in-process on port 0 against the real Cassandra that `scripts/services.sh up`
 //! runs, and talks to it over HTTP like any client.
 
-use std::net::SocketAddr;
 use std::ops::Deref;
 use std::time::Duration;
 
 use kubescaler_base::Config;
 use kubescaler_base::cassandra::CassandraConfig;
 use kubescaler_redis::RedisArgs;
-use kubescaler_server::config::{CommonArgs, LogFormat};
-pub use kubescaler_testkit::{Forwarder, Http, error_code, require_cassandra};
+pub use kubescaler_testkit::{Forwarder, error_code, require_cassandra};
+use kubescaler_testkit::{Running, common_args};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Keyspace shared by tests that only touch their own (random) ids.
@@ -27,25 +25,19 @@ pub fn config(nodes: Vec<String>, keyspace: &str) -> Config {
             timeout: Duration::from_millis(500),
         },
         hostname: "localhost".to_owned(),
-        common: CommonArgs {
-            listen_address: "127.0.0.1".parse().unwrap(),
-            log_format: LogFormat::Pretty,
-            shutdown_grace: Duration::from_secs(5),
-        },
+        common: common_args(),
     }
 }
 
-pub struct TestApp {
-    pub http: Http,
-    pub addr: SocketAddr,
-    pub shutdown: CancellationToken,
-    pub task: JoinHandle<std::io::Result<()>>,
-}
+/// base running in-process. Starting, serving and stopping are testkit's [`Running`], as for
+/// the other services; what is base's own is its configuration and the users and profiles
+/// most tests begin with.
+pub struct TestApp(Running);
 
 impl Deref for TestApp {
-    type Target = Http;
-    fn deref(&self) -> &Http {
-        &self.http
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        &self.0
     }
 }
 
@@ -65,26 +57,9 @@ impl TestApp {
 
     /// base with the given config, not waiting for readiness.
     pub async fn start(config: Config) -> Self {
-        kubescaler_server::telemetry::init_for_tests();
         let shutdown = CancellationToken::new();
-        let app = kubescaler_base::build(config, shutdown.clone()).await.unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
-        let task = tokio::spawn(app.run_until_stopped());
-        Self { http: Http::new(addr), addr, shutdown, task }
-    }
-
-    /// Sends raw bytes as the body (for malformed bodies).
-    pub async fn post_raw(
-        &self,
-        path: &str,
-        content_type: Option<&str>,
-        body: impl Into<reqwest::Body>,
-    ) -> (StatusCode, Value) {
-        let mut request = self.client.post(self.url(path)).body(body);
-        if let Some(ct) = content_type {
-            request = request.header("content-type", ct);
-        }
-        Http::read(request).await
+        let service = kubescaler_base::build(config, shutdown.clone()).await.unwrap();
+        Self(Running::start(service, shutdown))
     }
 
     pub async fn create_user(&self, name: &str) -> Value {
@@ -101,8 +76,7 @@ impl TestApp {
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        self.0.stop().await;
     }
 }
 

@@ -90,5 +90,5 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
-    tokio::time::timeout(Duration::from_secs(5), app.task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), app.stop()).await.unwrap();
 }

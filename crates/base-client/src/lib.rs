@@ -6,19 +6,19 @@
 //! Failures keep their meaning for main's clients: base's own JSON errors are carried through,
 //! an unreachable base is 503, a slow one 504 — never an empty list in place of an answer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use clap::Args;
 pub use kubescaler_core::bindings::Binding;
 #[cfg(doc)]
 use kubescaler_core::bindings::MAX_PAIRS_PER_CHECK;
 use kubescaler_core::bindings::{BindingCheck, BindingVerdict, BindingVerdicts, CheckPairs};
+use kubescaler_core::codes::{UpstreamError, UpstreamFailure};
 use kubescaler_core::model::{Profile, ProfileBody, User, UserBody};
+use kubescaler_core::{ErrorCode, duration};
 use kubescaler_core::{ProfileId, UserId};
-use kubescaler_core::{codes, duration};
-use kubescaler_server::ApiError;
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -104,18 +104,25 @@ fn base_url(input: &str) -> Result<String, String> {
     }
 }
 
-/// Why a call to base failed.
+/// Why a call to base failed. The transport's and the parser's errors stay the sources, so
+/// the log says why; they are shared, so that one failure can be reported more than once.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BaseError {
-    #[error("base is unreachable: {0}")]
-    Unreachable(String),
-    #[error("base did not answer in time: {0}")]
-    Timeout(String),
+    #[error("base is unreachable")]
+    Unreachable(#[source] Arc<reqwest::Error>),
+    #[error("base did not answer in time")]
+    Timeout(#[source] Arc<reqwest::Error>),
     /// base answered with an error of its own (`{"error","message"}`).
     #[error("base answered {status}: {message}")]
-    Upstream { status: StatusCode, code: String, message: String },
-    #[error("base sent an answer that cannot be read: {0}")]
-    Invalid(String),
+    Upstream { status: StatusCode, code: ErrorCode, message: String },
+    #[error("base sent an answer to {path} that cannot be read")]
+    Unreadable {
+        path: String,
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
+    #[error("base answered {path} with {got} verdicts for {asked} pairs")]
+    WrongCount { path: &'static str, asked: usize, got: usize },
 }
 
 impl BaseError {
@@ -123,32 +130,28 @@ impl BaseError {
         match self {
             Self::Unreachable(_) | Self::Timeout(_) => true,
             Self::Upstream { status, .. } => matches!(status.as_u16(), 502..=504),
-            Self::Invalid(_) => false,
+            Self::Unreadable { .. } | Self::WrongCount { .. } => false,
         }
     }
 }
 
-impl From<BaseError> for ApiError {
-    fn from(error: BaseError) -> Self {
-        match error {
-            BaseError::Unreachable(_) => ApiError::unavailable("base", error.to_string()),
-            BaseError::Timeout(_) => {
-                ApiError::new(StatusCode::GATEWAY_TIMEOUT, codes::GATEWAY_TIMEOUT, error.to_string())
-                    .with_field("dependency", "base")
+impl UpstreamError for BaseError {
+    fn dependency(&self) -> &'static str {
+        "base"
+    }
+
+    fn failure(&self) -> UpstreamFailure {
+        match self {
+            Self::Unreachable(_) => UpstreamFailure::Unreachable,
+            Self::Timeout(_) => UpstreamFailure::TimedOut,
+            Self::Upstream { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => {
+                UpstreamFailure::Unreachable
             }
-            BaseError::Upstream { status, .. } if status == StatusCode::SERVICE_UNAVAILABLE => {
-                ApiError::unavailable("base", error.to_string())
+            Self::Upstream { status, .. } if status.is_server_error() => UpstreamFailure::Failed,
+            Self::Upstream { status, code, message } => {
+                UpstreamFailure::Refused { status: status.as_u16(), code: *code, message: message.clone() }
             }
-            BaseError::Upstream { status, .. } if status.is_server_error() => {
-                ApiError::new(StatusCode::BAD_GATEWAY, codes::BAD_GATEWAY, error.to_string())
-                    .with_field("dependency", "base")
-            }
-            // base's verdict on the request (unknown id, invalid body) is main's verdict too.
-            BaseError::Upstream { status, code, message } => ApiError::new(status, code, message),
-            BaseError::Invalid(_) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, codes::BAD_GATEWAY, error.to_string())
-                    .with_field("dependency", "base")
-            }
+            Self::Unreadable { .. } | Self::WrongCount { .. } => UpstreamFailure::Failed,
         }
     }
 }
@@ -210,10 +213,7 @@ impl BaseClient {
         let verdicts: BindingVerdicts =
             self.json(Method::POST, CHECK_PATH, Some(&BindingCheck { pairs })).await?;
         if verdicts.bound.len() != asked {
-            return Err(BaseError::Invalid(format!(
-                "{CHECK_PATH}: {} verdicts for {asked} pairs",
-                verdicts.bound.len()
-            )));
+            return Err(BaseError::WrongCount { path: CHECK_PATH, asked, got: verdicts.bound.len() });
         }
         Ok(verdicts.bound)
     }
@@ -234,15 +234,10 @@ impl BaseClient {
         self.send(Method::DELETE, "/profiles", None::<&()>).await.map(drop)
     }
 
-    /// Whether base says it is ready (its own `/readyz`), for main's readiness.
+    /// Whether base says it is ready (its own `/readyz`), for main's readiness: asked once,
+    /// never retried, and bounded by the caller's probe timeout rather than the request's.
     pub async fn ready(&self) -> Result<(), BaseError> {
-        let response = self
-            .http
-            .get(format!("{}/readyz", self.url))
-            .timeout(kubescaler_server::PROBE_TIMEOUT)
-            .send()
-            .await
-            .map_err(transport)?;
+        let response = self.http.get(format!("{}/readyz", self.url)).send().await.map_err(transport)?;
         check(response).await.map(drop)
     }
 
@@ -253,7 +248,8 @@ impl BaseClient {
         body: Option<&impl Serialize>,
     ) -> Result<T, BaseError> {
         let bytes = self.send(method, path, body).await?;
-        serde_json::from_slice(&bytes).map_err(|e| BaseError::Invalid(format!("{path}: {e}")))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| BaseError::Unreadable { path: path.to_owned(), source: Arc::new(e) })
     }
 
     async fn send(
@@ -287,15 +283,11 @@ impl BaseClient {
 }
 
 fn transport(error: reqwest::Error) -> BaseError {
-    // reqwest's Display hides the cause ("error sending request"); the chain says what failed.
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
+    if error.is_timeout() {
+        BaseError::Timeout(Arc::new(error))
+    } else {
+        BaseError::Unreachable(Arc::new(error))
     }
-    if error.is_timeout() { BaseError::Timeout(message) } else { BaseError::Unreachable(message) }
 }
 
 async fn check(response: reqwest::Response) -> Result<bytes::Bytes, BaseError> {
@@ -309,12 +301,16 @@ async fn check(response: reqwest::Response) -> Result<bytes::Bytes, BaseError> {
         error: String,
         message: String,
     }
-    let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     Err(match serde_json::from_slice::<Body>(&bytes) {
-        Ok(body) => BaseError::Upstream { status, code: body.error, message: body.message },
+        // A code this client does not know (a newer base) is still base's failure to answer.
+        Ok(body) => BaseError::Upstream {
+            status,
+            code: body.error.parse().unwrap_or(ErrorCode::UpstreamError),
+            message: body.message,
+        },
         Err(_) => BaseError::Upstream {
             status,
-            code: codes::UPSTREAM_ERROR.into(),
+            code: ErrorCode::UpstreamError,
             message: String::from_utf8_lossy(&bytes).chars().take(UPSTREAM_TEXT_CHARS).collect(),
         },
     })

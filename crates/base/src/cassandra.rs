@@ -18,6 +18,7 @@ use kubescaler_core::bindings::Binding;
 use kubescaler_core::duration;
 use kubescaler_core::model::{Profile, ProfileUsers, User, UserName};
 use kubescaler_core::{ProfileId, UserId};
+use kubescaler_server::error::chain;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -100,7 +101,7 @@ pub struct CassandraConfig {
 
 impl CassandraConfig {
     /// Defaults, for tests and embedding: `nodes` and `keyspace` are the ones that vary.
-    pub fn new(nodes: Vec<String>, keyspace: &str) -> Result<Self, String> {
+    pub fn new(nodes: Vec<String>, keyspace: &str) -> Result<Self, InvalidSetting> {
         Ok(Self {
             nodes,
             keyspace: keyspace_name(keyspace)?,
@@ -111,28 +112,44 @@ impl CassandraConfig {
     }
 }
 
+/// A Cassandra setting that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSetting {
+    #[error("`{0}` is not a keyspace name: 1-48 letters, digits or _, starting with a letter")]
+    Keyspace(String),
+    #[error(
+        "`{0}` is not a CQL replication map such as {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+    )]
+    Replication(String),
+}
+
+/// Why an attempt to connect failed: the last one is the cause of every 503 until one succeeds.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("opening a session")]
+    Session(#[from] scylla::errors::NewSessionError),
+    #[error("creating the schema")]
+    Schema(#[source] ExecutionError),
+    #[error("preparing statements")]
+    Prepare(#[source] scylla::errors::PrepareError),
+}
+
 /// Keyspace names go into DDL text (they cannot be bound), so only Cassandra's unquoted
 /// identifier form is accepted.
-fn keyspace_name(name: &str) -> Result<String, String> {
+fn keyspace_name(name: &str) -> Result<String, InvalidSetting> {
     let valid = (1..=48).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if valid {
-        Ok(name.to_ascii_lowercase())
-    } else {
-        Err(format!("`{name}` is not a keyspace name: 1-48 letters, digits or _, starting with a letter"))
-    }
+    if valid { Ok(name.to_ascii_lowercase()) } else { Err(InvalidSetting::Keyspace(name.to_owned())) }
 }
 
-fn replication_map(map: &str) -> Result<String, String> {
+fn replication_map(map: &str) -> Result<String, InvalidSetting> {
     let trimmed = map.trim();
     let balanced = trimmed.starts_with('{') && trimmed.ends_with('}') && !trimmed.contains(';');
     if balanced && trimmed.contains("'class'") {
         Ok(trimmed.to_owned())
     } else {
-        Err(format!(
-            "`{map}` is not a CQL replication map such as {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
-        ))
+        Err(InvalidSetting::Replication(map.to_owned()))
     }
 }
 
@@ -169,7 +186,7 @@ struct Shared {
     config: CassandraConfig,
     connected: OnceCell<Connected>,
     /// Why the last connection attempt failed, for 503 answers and `/readyz`.
-    last_error: Mutex<String>,
+    last_error: Mutex<Option<Arc<ConnectError>>>,
 }
 
 /// The Cassandra-backed [`Store`].
@@ -184,11 +201,7 @@ impl CassandraStore {
     /// Returns at once; a background task connects (retrying with backoff until it succeeds),
     /// creates the schema and prepares the statements.
     pub fn start(config: CassandraConfig) -> Self {
-        let shared = Arc::new(Shared {
-            config,
-            connected: OnceCell::new(),
-            last_error: Mutex::new("not connected yet".into()),
-        });
+        let shared = Arc::new(Shared { config, connected: OnceCell::new(), last_error: Mutex::new(None) });
         let stop = CancellationToken::new();
         tokio::spawn(connect_until_done(shared.clone(), stop.clone()));
         Self { shared, _connector: stop.drop_guard() }
@@ -205,8 +218,11 @@ impl CassandraStore {
     }
 
     fn not_connected(&self) -> StoreError {
-        let why = self.shared.last_error.lock().map(|e| e.clone()).unwrap_or_default();
-        unavailable(format!("not connected: {why}"))
+        let why = self.shared.last_error.lock().ok().and_then(|last| last.clone());
+        match why {
+            Some(why) => unavailable("not connected").because(why),
+            None => unavailable("not connected yet"),
+        }
     }
 
     fn connected(&self) -> StoreResult<&Connected> {
@@ -228,9 +244,9 @@ async fn connect_until_done(shared: Arc<Shared>, stop: CancellationToken) {
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "cannot connect to Cassandra yet");
+                tracing::warn!(error = %chain(&e), retry_in = ?backoff, "cannot connect to Cassandra yet");
                 if let Ok(mut last) = shared.last_error.lock() {
-                    *last = e;
+                    *last = Some(Arc::new(e));
                 }
             }
         }
@@ -242,7 +258,7 @@ async fn connect_until_done(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-async fn connect(config: &CassandraConfig) -> Result<Connected, String> {
+async fn connect(config: &CassandraConfig) -> Result<Connected, ConnectError> {
     let profile = ExecutionProfile::builder()
         .consistency(Consistency::LocalQuorum)
         .request_timeout(Some(config.request_timeout))
@@ -252,11 +268,9 @@ async fn connect(config: &CassandraConfig) -> Result<Connected, String> {
         .connection_timeout(config.connect_timeout)
         .default_execution_profile_handle(profile.into_handle())
         .build()
-        .await
-        .map_err(|e| format!("{e}"))?;
-    create_schema(&session, config).await.map_err(|e| format!("creating the schema: {e}"))?;
-    let statements =
-        prepare(&session, &config.keyspace).await.map_err(|e| format!("preparing statements: {e}"))?;
+        .await?;
+    create_schema(&session, config).await.map_err(ConnectError::Schema)?;
+    let statements = prepare(&session, &config.keyspace).await.map_err(ConnectError::Prepare)?;
     Ok(Connected { session, statements })
 }
 
@@ -323,19 +337,24 @@ async fn prepare(session: &Session, ks: &str) -> Result<Statements, scylla::erro
     })
 }
 
-fn unavailable(message: impl Into<String>) -> StoreError {
-    StoreError::Unavailable { backend: BACKEND, message: message.into() }
+fn unavailable(what: impl Into<String>) -> StoreError {
+    StoreError::unavailable(BACKEND, what)
 }
 
-fn internal(message: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal { backend: BACKEND, message: message.to_string() }
+fn internal(what: impl Into<String>) -> StoreError {
+    StoreError::internal(BACKEND, what)
+}
+
+/// The driver could not read an answer it was given: a schema that is not the one expected.
+fn unreadable(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    internal("reading an answer").because(error)
 }
 
 impl From<ReadError> for StoreError {
     fn from(error: ReadError) -> Self {
         match error {
             ReadError::Execution(error) => execution_error(*error),
-            rows @ ReadError::Rows(_) => internal(rows),
+            rows @ ReadError::Rows(_) => unreadable(rows),
         }
     }
 }
@@ -344,25 +363,27 @@ impl From<ReadError> for StoreError {
 /// only errors that mean the statement itself is wrong are internal.
 fn execution_error(error: ExecutionError) -> StoreError {
     match &error {
-        ExecutionError::BadQuery(_) | ExecutionError::PrepareError(_) => internal(error),
+        ExecutionError::BadQuery(_) | ExecutionError::PrepareError(_) => {
+            internal("a statement the database refuses").because(error)
+        }
         ExecutionError::LastAttemptError(RequestAttemptError::DbError(
             DbError::SyntaxError | DbError::Invalid | DbError::Unauthorized | DbError::ConfigError,
             _,
-        )) => internal(error),
-        _ => unavailable(error.to_string()),
+        )) => internal("a statement the database refuses").because(error),
+        _ => unavailable("a query did not complete").because(error),
     }
 }
 
 fn user_from_row((id, name): (Uuid, String)) -> StoreResult<User> {
     let name = UserName::parse(name)
-        .map_err(|e| internal(format!("user {id} has an invalid name in the database: {e}")))?;
+        .map_err(|e| internal(format!("user {id} has an invalid name in the database")).because(e))?;
     Ok(User { id: id.into(), name })
 }
 
 fn profile_from_row((id, users): (Uuid, Option<BTreeSet<Uuid>>)) -> StoreResult<Profile> {
     // Cassandra stores an empty set as null.
     let users = ProfileUsers::new(users.unwrap_or_default().into_iter().map(UserId::from))
-        .map_err(|e| internal(format!("profile {id} in the database: {e}")))?;
+        .map_err(|e| internal(format!("profile {id} in the database breaks the model")).because(e))?;
     Ok(Profile { id: id.into(), users })
 }
 
@@ -409,8 +430,8 @@ impl CassandraStore {
     where
         R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
     {
-        let rows = self.execute(statement, values).await?.into_rows_result().map_err(internal)?;
-        match rows.maybe_first_row::<R>().map_err(internal)? {
+        let rows = self.execute(statement, values).await?.into_rows_result().map_err(unreadable)?;
+        match rows.maybe_first_row::<R>().map_err(unreadable)? {
             Some(row) => convert(row).map(Some),
             None => Ok(None),
         }
@@ -422,12 +443,12 @@ impl CassandraStore {
         statement: impl Fn(&Statements) -> &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
     ) -> StoreResult<bool> {
-        let rows = self.execute(statement, values).await?.into_rows_result().map_err(internal)?;
+        let rows = self.execute(statement, values).await?.into_rows_result().map_err(unreadable)?;
         // The first column of an LWT answer is `[applied]`; the row's current values may
         // follow when it did not apply, so the row is read untyped.
         let row = rows
             .maybe_first_row::<scylla::value::Row>()
-            .map_err(internal)?
+            .map_err(unreadable)?
             .ok_or_else(|| internal("conditional update answered no row"))?;
         match row.columns.first() {
             Some(Some(scylla::value::CqlValue::Boolean(applied))) => Ok(*applied),

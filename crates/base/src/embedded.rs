@@ -33,8 +33,8 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
 }
 
-fn internal(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal { backend: BACKEND, message: e.to_string() }
+fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    StoreError::internal(BACKEND, "its database failed").because(e)
 }
 
 fn encode(users: &ProfileUsers) -> Vec<u8> {

@@ -12,7 +12,7 @@ use kubescaler_core::bindings::{
 };
 use kubescaler_core::model::{Profile, ProfileBody, User, UserBody};
 use kubescaler_core::openapi::{NewProfile, NewUser};
-use kubescaler_core::{ProfileId, UserId, codes};
+use kubescaler_core::{ErrorCode, ProfileId, UserId};
 use kubescaler_server::error::{Api, ApiPath};
 use kubescaler_server::openapi::{self, BodyErrors, ErrorBody, documented_host_name};
 use kubescaler_server::{ApiError, ApiJson};
@@ -20,7 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::changes::Announce;
-use crate::store::{Removed, Store, StoreResult};
+use crate::store::{Removed, Store, StoreError, StoreResult};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -123,6 +123,19 @@ enum StoreErrors {
     Internal(ErrorBody),
 }
 
+/// A store's failure as the answer [`StoreErrors`] describes: unavailable names the backend and
+/// what it was doing; internal says nothing; the backend's own error goes to the log either way.
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable { backend, .. } => {
+                ApiError::unavailable(backend, error.to_string()).caused_by(Arc::new(error))
+            }
+            internal @ StoreError::Internal { .. } => ApiError::internal(internal),
+        }
+    }
+}
+
 fn no_user(id: UserId) -> ApiError {
     ApiError::not_found(format!("no user {id}"))
 }
@@ -137,7 +150,7 @@ fn no_id_on_create(given: Option<impl std::fmt::Display>, what: &str) -> ApiResu
     match given {
         None => Ok(()),
         Some(id) => Err(ApiError::bad_request(
-            codes::ID_NOT_ALLOWED,
+            ErrorCode::IdNotAllowed,
             format!(
                 "ids are assigned by the service; leave `id` out (or null) when creating a {what}, \
                  got {id}; PUT /{what}s/{id} replaces an existing one"
@@ -150,7 +163,7 @@ fn no_id_on_create(given: Option<impl std::fmt::Display>, what: &str) -> ApiResu
 fn same_id<I: PartialEq + std::fmt::Display>(path: I, body: Option<I>) -> ApiResult<()> {
     match body {
         Some(other) if other != path => Err(ApiError::bad_request(
-            codes::ID_MISMATCH,
+            ErrorCode::IdMismatch,
             format!("the body's id {other} differs from the path's {path}; leave `id` out or make it match"),
         )),
         _ => Ok(()),
@@ -454,7 +467,7 @@ async fn is_bound(
         Binding::Bound => Ok(StatusCode::NO_CONTENT),
         Binding::NotBound => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            codes::NOT_BOUND,
+            ErrorCode::NotBound,
             format!("user {user} is not in profile {id}"),
         )),
         Binding::NoProfile => Err(no_profile(id)),
@@ -542,7 +555,7 @@ mod tests {
         assert_eq!(most.len(), MOST_LEFT_ANNOUNCED);
         assert_eq!(replace_changes(id, &Ok(Some(Removed::Users(left(MOST_LEFT_ANNOUNCED + 1))))), whole);
         assert_eq!(replace_changes(id, &Ok(Some(Removed::Unknown))), whole);
-        let failed = Err(StoreError::Unavailable { backend: "cassandra", message: "timed out".into() });
+        let failed = Err(StoreError::unavailable("cassandra", "timed out"));
         assert_eq!(replace_changes(id, &failed), whole);
     }
 

@@ -3,32 +3,54 @@
 //! conformance suite (`tests/store.rs`), so the API cannot tell them apart.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use kubescaler_core::bindings::Binding;
 use kubescaler_core::model::{Profile, User};
 use kubescaler_core::{ProfileId, UserId};
-use kubescaler_server::ApiError;
 
+/// Why the store could not serve a request: the backend, what it was doing, and the backend's
+/// own error as the source — shared, so a failed write can be both answered and announced —
+/// for the log to say why while the answer says only what helps the client.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The backend cannot serve requests now (down, not connected yet, timing out, overloaded).
     /// Callers answer 503; the condition is expected to pass.
-    #[error("{backend} unavailable: {message}")]
-    Unavailable { backend: &'static str, message: String },
+    #[error("{backend} is unavailable: {what}")]
+    Unavailable {
+        backend: &'static str,
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// Anything else: a bug, or data that breaks the model's rules.
-    #[error("{backend} failed: {message}")]
-    Internal { backend: &'static str, message: String },
+    #[error("{backend} failed: {what}")]
+    Internal {
+        backend: &'static str,
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 }
 
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Unavailable { backend, message } => {
-                ApiError::unavailable(backend, format!("{backend} is unavailable: {message}"))
-            }
-            internal @ StoreError::Internal { .. } => ApiError::internal(internal),
-        }
+/// A backend's own error behind a [`StoreError`].
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+impl StoreError {
+    pub fn unavailable(backend: &'static str, what: impl Into<String>) -> Self {
+        Self::Unavailable { backend, what: what.into(), cause: None }
+    }
+
+    pub fn internal(backend: &'static str, what: impl Into<String>) -> Self {
+        Self::Internal { backend, what: what.into(), cause: None }
+    }
+
+    /// The backend's error that made this one.
+    pub fn because(mut self, error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let (Self::Unavailable { cause, .. } | Self::Internal { cause, .. }) = &mut self;
+        *cause = Some(Arc::from(error.into()));
+        self
     }
 }
 

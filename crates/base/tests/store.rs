@@ -271,14 +271,20 @@ async fn embedded_data_survives_reopening() {
 async fn cassandra_down_is_unavailable_not_empty() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let store = CassandraStore::start(CassandraConfig::new(vec![closed.to_string()], "kst_down").unwrap());
+    // A refused connection fails the first attempt at once; two seconds see it fail.
+    let waited = store.wait_connected(std::time::Duration::from_secs(2)).await;
     for result in [
+        waited,
         store.ping().await.map(drop),
         store.list_users().await.map(drop),
         store.get_profile(ProfileId::new_random()).await.map(drop),
     ] {
         match result {
-            Err(StoreError::Unavailable { backend: "cassandra", message }) => {
-                assert!(message.contains("not connected"), "{message}")
+            Err(error @ StoreError::Unavailable { backend: "cassandra", .. }) => {
+                assert!(error.to_string().contains("not connected"), "{error}");
+                // Why, for the log: the failed attempt's own error behind it.
+                let cause = std::error::Error::source(&error).map(ToString::to_string);
+                assert_eq!(cause.as_deref(), Some("opening a session"), "{error:?}");
             }
             other => panic!("expected unavailable, got {other:?}"),
         }

@@ -2,109 +2,141 @@
 //! service that answers with a code and the client that acts on it (base answers `not_bound`,
 //! stream's client of base reads it). Clients such as the test agent page and `loadgen` branch
 //! on these strings, so they are part of the HTTP contract: never rename one.
+//!
+//! The JSON name of a code is its variant's name in snake case, derived once for serde and for
+//! [`ErrorCode::as_str`] (a test holds them equal), and [`ErrorCode::ALL`] is derived from the
+//! variants, so a code cannot be added without being published.
 
-// Requests that cannot be served as sent.
-/// A path segment is not a valid id.
-pub const INVALID_ID: &str = "invalid_id";
-/// A query parameter does not parse, or is unknown.
-pub const INVALID_PARAMETER: &str = "invalid_parameter";
-/// The body is not JSON.
-pub const MALFORMED_JSON: &str = "malformed_json";
-/// The body is JSON of the wrong shape or with invalid values.
-pub const INVALID_BODY: &str = "invalid_body";
-/// The body is not `application/json`.
-pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
-/// The body is larger than any service accepts.
-pub const BODY_TOO_LARGE: &str = "body_too_large";
-/// The body could not be read for another reason.
-pub const UNREADABLE_BODY: &str = "unreadable_body";
-/// A create names an id of its own (ids are assigned by the service).
-pub const ID_NOT_ALLOWED: &str = "id_not_allowed";
-/// A replace's body names another id than its path.
-pub const ID_MISMATCH: &str = "id_mismatch";
-/// An admin operation without the admin token.
-pub const UNAUTHORIZED: &str = "unauthorized";
+/// One error code of the HTTP contract.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ErrorCode {
+    // Requests that cannot be served as sent.
+    /// A path segment is not a valid id.
+    InvalidId,
+    /// A query parameter does not parse, or is unknown.
+    InvalidParameter,
+    /// The body is not JSON.
+    MalformedJson,
+    /// The body is JSON of the wrong shape or with invalid values.
+    InvalidBody,
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    /// The body is larger than any service accepts.
+    BodyTooLarge,
+    /// The body could not be read for another reason.
+    UnreadableBody,
+    /// A create names an id of its own (ids are assigned by the service).
+    IdNotAllowed,
+    /// A replace's body names another id than its path.
+    IdMismatch,
+    /// An admin operation without the admin token.
+    Unauthorized,
 
-// Routing.
-/// No route for the path.
-pub const NO_ROUTE: &str = "no_route";
-/// The path exists, not with this method.
-pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    // Routing.
+    /// No route for the path.
+    NoRoute,
+    /// The path exists, not with this method.
+    MethodNotAllowed,
 
-// Records and their state.
-/// No such user or profile.
-pub const NOT_FOUND: &str = "not_found";
-/// The user is not in the profile (base's binding check; stream's refusal).
-pub const NOT_BOUND: &str = "not_bound";
-/// The request conflicts with the record's current state.
-pub const CONFLICT: &str = "conflict";
-/// A test data generation is already running.
-pub const GENERATION_RUNNING: &str = "generation_running";
+    // Records and their state.
+    /// No such user or profile.
+    NotFound,
+    /// The user is not in the profile (base's binding check; stream's refusal).
+    NotBound,
+    /// The request conflicts with the record's current state.
+    Conflict,
+    /// A test data generation is already running.
+    GenerationRunning,
 
-// Streams.
-/// The pair streams elsewhere: its lock is held.
-pub const LOCKED: &str = "locked";
-/// The instance serves its maximum of streams.
-pub const TOO_MANY_STREAMS: &str = "too_many_streams";
-/// The instance hands streams off and refuses new ones for a moment.
-pub const REBALANCING: &str = "rebalancing";
+    // Streams.
+    /// The pair streams elsewhere: its lock is held.
+    Locked,
+    /// The instance serves its maximum of streams.
+    TooManyStreams,
+    /// The instance hands streams off and refuses new ones for a moment.
+    Rebalancing,
 
-// The service and its dependencies.
-/// A dependency (database, Redis, another service) cannot serve the request now.
-pub const UNAVAILABLE: &str = "unavailable";
-/// The service is shutting down.
-pub const SHUTTING_DOWN: &str = "shutting_down";
-/// A readiness probe failed.
-pub const NOT_READY: &str = "not_ready";
-/// A dependency did not answer in time.
-pub const GATEWAY_TIMEOUT: &str = "gateway_timeout";
-/// A dependency failed, or answered what cannot be read.
-pub const BAD_GATEWAY: &str = "bad_gateway";
-/// A dependency's error that carried no code of its own.
-pub const UPSTREAM_ERROR: &str = "upstream_error";
-/// A bug or an unexpected failure; the cause is in the service's logs.
-pub const INTERNAL: &str = "internal";
+    // The service and its dependencies.
+    /// A dependency (database, Redis, another service) cannot serve the request now.
+    Unavailable,
+    /// The service is shutting down.
+    ShuttingDown,
+    /// A readiness probe failed.
+    NotReady,
+    /// A dependency did not answer in time.
+    GatewayTimeout,
+    /// A dependency failed, or answered what cannot be read.
+    BadGateway,
+    /// A dependency's error that carried no code of its own.
+    UpstreamError,
+    /// A bug or an unexpected failure; the cause is in the service's logs.
+    Internal,
+}
 
-/// Every code above, for the OpenAPI description's list of the codes an answer may carry.
-pub const ALL: &[&str] = &[
-    INVALID_ID,
-    INVALID_PARAMETER,
-    MALFORMED_JSON,
-    INVALID_BODY,
-    UNSUPPORTED_MEDIA_TYPE,
-    BODY_TOO_LARGE,
-    UNREADABLE_BODY,
-    ID_NOT_ALLOWED,
-    ID_MISMATCH,
-    UNAUTHORIZED,
-    NO_ROUTE,
-    METHOD_NOT_ALLOWED,
-    NOT_FOUND,
-    NOT_BOUND,
-    CONFLICT,
-    GENERATION_RUNNING,
-    LOCKED,
-    TOO_MANY_STREAMS,
-    REBALANCING,
-    UNAVAILABLE,
-    SHUTTING_DOWN,
-    NOT_READY,
-    GATEWAY_TIMEOUT,
-    BAD_GATEWAY,
-    UPSTREAM_ERROR,
-    INTERNAL,
-];
+impl ErrorCode {
+    /// Every code, for the OpenAPI description's list of the codes an answer may carry.
+    pub const ALL: &[ErrorCode] = <ErrorCode as strum::VariantArray>::VARIANTS;
+
+    /// The code as it is written in an answer's `error` field.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a call to another service failed, as the caller's own answer tells it: a dependency
+/// away is the caller's 503, a slow one its 504, a failed one its 502, and a refusal — a 4xx
+/// with a code of its own — is passed on as it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    Unreachable,
+    TimedOut,
+    Failed,
+    Refused { status: u16, code: ErrorCode, message: String },
+}
+
+/// An error of a client of another service, which the HTTP edge of the caller turns into its
+/// answer (the server crate's `ApiError` converts any of them); the client itself depends on
+/// no server.
+pub trait UpstreamError: std::error::Error + Send + Sync + 'static {
+    /// The service called, as an answer's `dependency` field names it.
+    fn dependency(&self) -> &'static str;
+    fn failure(&self) -> UpstreamFailure;
+}
 
 #[cfg(test)]
 mod tests {
-    /// A code added above and forgotten in `ALL` would be missing from the published contract.
+    use super::ErrorCode;
+
+    /// serde and strum derive the name each on its own: an answer and the published list must
+    /// say the same, and a code read back must be the code written.
     #[test]
-    fn all_lists_every_code_once() {
-        let source = include_str!("codes.rs");
-        let declared =
-            source.lines().filter(|line| line.starts_with("pub const ") && line.ends_with("\";")).count();
-        assert_eq!(super::ALL.len(), declared);
-        let unique: std::collections::BTreeSet<_> = super::ALL.iter().collect();
-        assert_eq!(unique.len(), super::ALL.len());
+    fn every_code_has_one_name_that_reads_back() {
+        for &code in ErrorCode::ALL {
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, serde_json::Value::String(code.as_str().to_owned()));
+            assert_eq!(code.as_str().parse::<ErrorCode>().unwrap(), code);
+        }
+        assert_eq!(ErrorCode::NotBound.as_str(), "not_bound");
+        assert_eq!(ErrorCode::ALL.len(), 26);
     }
 }

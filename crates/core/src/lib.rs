@@ -4,7 +4,7 @@
 //! - [`ids`] and [`model`]: the domain values (`UserId`, `ProfileId`, `UserName`, `User`,
 //!   `Profile`) as types that only hold valid data, and the request bodies of base's API.
 //! - [`codes`]: the error codes of every JSON error answer, for the side that answers and the
-//!   side that reads them.
+//!   side that reads them, and how a client's failure becomes its caller's answer.
 //! - [`keys`]: the Redis key schema, shared by stream (writer) and main (reader).
 //! - [`bindings`]: the binding changes base announces and stream acts on.
 //! - [`duration`]: the syntax of every duration setting (`10s`, `250ms`).
@@ -21,4 +21,5 @@ pub mod model;
 pub mod openapi;
 pub mod pairs;
 
+pub use codes::ErrorCode;
 pub use ids::{IdError, ProfileId, UserId};

@@ -13,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::any;
 use kubescaler_core::model::{Profile, User};
-use kubescaler_core::{ProfileId, UserId, codes};
+use kubescaler_core::{ErrorCode, ProfileId, UserId};
 use kubescaler_server::error::{Api, ApiPath, ApiQuery, method_not_allowed_response, no_route_for};
 use kubescaler_server::host_name;
 use kubescaler_server::openapi::{self, ErrorBody, documented_host_name};
@@ -23,8 +23,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
-use crate::launched::LaunchedReader;
-use crate::testdata::{Params, Progress, TestData};
+use crate::launched::{LaunchedReader, RegistryError};
+use crate::testdata::{Params, Progress, StartError, TestData};
 use kubescaler_base_client::BaseClient;
 
 /// What every handler needs.
@@ -192,6 +192,28 @@ enum BaseErrors {
     Internal(ErrorBody),
 }
 
+/// The registry not answering is Redis unavailable, named as the dependency.
+impl From<RegistryError> for ApiError {
+    fn from(error: RegistryError) -> Self {
+        ApiError::unavailable(error.backend(), error.to_string()).caused_by(Arc::new(error))
+    }
+}
+
+/// A size out of bounds is the client's mistake, naming the parameter; a second generation
+/// while one runs is a conflict of its own code, which the agent page tells apart.
+impl From<StartError> for ApiError {
+    fn from(error: StartError) -> Self {
+        match error {
+            StartError::OutOfBounds { .. } => {
+                ApiError::bad_request(ErrorCode::InvalidParameter, error.to_string())
+            }
+            StartError::Running => {
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::GenerationRunning, error.to_string())
+            }
+        }
+    }
+}
+
 /// The security scheme of the test-data changes (the name the operations' `security` use).
 const ADMIN_AUTH: &str = "admin_token";
 
@@ -214,7 +236,7 @@ async fn require_admin(admin_token: Option<Arc<str>>, request: Request, next: Ne
     }
     let mut response = ApiError::new(
         StatusCode::UNAUTHORIZED,
-        codes::UNAUTHORIZED,
+        ErrorCode::Unauthorized,
         "this operation needs `Authorization: Bearer <ADMIN_TOKEN>`",
     )
     .into_response();
@@ -234,7 +256,7 @@ async fn require_admin(admin_token: Option<Arc<str>>, request: Request, next: Ne
 )]
 #[tracing::instrument(skip_all)]
 async fn users(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<User>>> {
-    Ok(ApiJson(state.base.list_users().await?))
+    Ok(ApiJson(state.base.list_users().await.map_err(ApiError::upstream)?))
 }
 
 #[utoipa::path(
@@ -249,7 +271,7 @@ async fn users(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<User>>> {
 )]
 #[tracing::instrument(skip_all)]
 async fn profiles(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<Profile>>> {
-    Ok(ApiJson(state.base.list_profiles().await?))
+    Ok(ApiJson(state.base.list_profiles().await.map_err(ApiError::upstream)?))
 }
 
 #[utoipa::path(
@@ -266,7 +288,7 @@ async fn profiles(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<Profil
 /// gives the same answer.
 #[tracing::instrument(skip_all)]
 async fn suggested(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<UserId>>> {
-    let profiles = state.base.list_profiles().await?;
+    let profiles = state.base.list_profiles().await.map_err(ApiError::upstream)?;
     let mut counts: BTreeMap<UserId, usize> = BTreeMap::new();
     for user in profiles.iter().flat_map(|p| p.users.iter()) {
         *counts.entry(user).or_default() += 1;
@@ -293,7 +315,7 @@ async fn login(
     State(state): State<AppState>,
     Api(Path(user)): ApiPath<UserId>,
 ) -> ApiResult<ApiJson<Vec<ProfileId>>> {
-    let profiles = state.base.profiles_of_user(user).await?;
+    let profiles = state.base.profiles_of_user(user).await.map_err(ApiError::upstream)?;
     let launched = state.launched.launched(user, &profiles).await?;
     Ok(ApiJson(profiles.into_iter().zip(launched).filter_map(|(p, on)| on.then_some(p)).collect()))
 }
@@ -388,12 +410,12 @@ async fn drop_testdata(State(state): State<AppState>) -> ApiResult<StatusCode> {
     if state.testdata.is_running() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            codes::GENERATION_RUNNING,
+            ErrorCode::GenerationRunning,
             "a test data generation is running; wait until GET /testdata says it ended",
         ));
     }
-    state.base.delete_all_profiles().await?;
-    state.base.delete_all_users().await?;
+    state.base.delete_all_profiles().await.map_err(ApiError::upstream)?;
+    state.base.delete_all_users().await.map_err(ApiError::upstream)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -10,13 +10,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use axum::http::StatusCode;
 use fake::Fake;
 use fake::faker::name::en::Name;
 use futures::StreamExt;
+use kubescaler_core::UserId;
 use kubescaler_core::model::{ProfileBody, ProfileUsers, UserBody, UserName};
-use kubescaler_core::{UserId, codes};
-use kubescaler_server::ApiError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -45,20 +43,26 @@ pub struct Params {
 }
 
 impl Params {
-    /// Refuses sizes out of [`MIN_SIZE`, `MAX_SIZE`] with a 400 that names the parameter.
-    pub fn validate(&self) -> Result<(), ApiError> {
+    /// Refuses sizes out of [`MIN_SIZE`, `MAX_SIZE`], naming the parameter.
+    pub fn validate(&self) -> Result<(), StartError> {
         for (name, value) in [("profiles", self.profiles), ("users_per_profile", self.users_per_profile)] {
-            if let Some(v) = value
-                && !(MIN_SIZE..=MAX_SIZE).contains(&v)
+            if let Some(got) = value
+                && !(MIN_SIZE..=MAX_SIZE).contains(&got)
             {
-                return Err(ApiError::bad_request(
-                    codes::INVALID_PARAMETER,
-                    format!("`{name}` must be between {MIN_SIZE} and {MAX_SIZE}, got {v}"),
-                ));
+                return Err(StartError::OutOfBounds { name, got });
             }
         }
         Ok(())
     }
+}
+
+/// Why a generation was not started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    #[error("`{name}` must be between {MIN_SIZE} and {MAX_SIZE}, got {got}")]
+    OutOfBounds { name: &'static str, got: u32 },
+    #[error("a test data generation is already running; see GET /testdata")]
+    Running,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -183,18 +187,14 @@ impl TestData {
         self.progress().state == State::Running
     }
 
-    /// Starts a run in the background; 409 when one is already running.
-    pub fn start(&self, params: &Params) -> Result<Progress, ApiError> {
+    /// Starts a run in the background, unless one is already running.
+    pub fn start(&self, params: &Params) -> Result<Progress, StartError> {
         params.validate()?;
         let plan = Plan::draw(params);
         {
             let mut guard = self.progress.lock().unwrap_or_else(|p| p.into_inner());
             if guard.0.state == State::Running {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    codes::GENERATION_RUNNING,
-                    "a test data generation is already running; see GET /testdata",
-                ));
+                return Err(StartError::Running);
             }
             let mut progress = Progress::idle();
             progress.state = State::Running;
@@ -325,8 +325,8 @@ mod tests {
             Params { users_per_profile: Some(101), ..Params::default() },
         ] {
             let error = params.validate().unwrap_err();
-            assert_eq!(error.code(), "invalid_parameter");
-            assert!(error.message().contains("between 2 and 100"), "{error}");
+            assert!(matches!(error, StartError::OutOfBounds { .. }), "{error:?}");
+            assert!(error.to_string().contains("between 2 and 100"), "{error}");
         }
     }
 }

@@ -32,3 +32,14 @@ pub enum LogFormat {
     Json,
     Pretty,
 }
+
+/// The settings `C` at their defaults, whatever the environment says: what a test or an
+/// embedding starts from, setting only the fields it needs — so a new setting, with its
+/// default, changes none of them.
+pub fn defaults<C: clap::Parser>() -> Result<C, clap::Error> {
+    let matches = C::command()
+        .mut_args(|arg| arg.env(None::<&str>))
+        .no_binary_name(true)
+        .try_get_matches_from(std::iter::empty::<String>())?;
+    C::from_arg_matches(&matches)
+}

@@ -4,71 +4,94 @@
 //! right status. Causes of server-side failures are logged here, once, and not shown to the
 //! client beyond what helps it (which dependency is down, when to retry).
 
-use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Query, Request};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header, request::Parts};
 use axum::response::{IntoResponse, Response};
-use kubescaler_core::codes;
+use kubescaler_core::ErrorCode;
+use kubescaler_core::codes::{UpstreamError, UpstreamFailure};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+/// What went wrong inside, kept with its chain of causes for the log; shared, so an answer can
+/// be cloned (stream renders one refusal both as JSON and inside an event stream).
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
-    code: Cow<'static, str>,
+    code: ErrorCode,
     message: String,
     retry_after_secs: Option<u64>,
     extra: Map<String, Value>,
-    /// What went wrong inside, for the log only: never sent to the client.
-    cause: Option<String>,
+    /// For the log only: never sent to the client.
+    cause: Option<Cause>,
 }
 
 /// The body field that says when to retry, to the millisecond (`Retry-After` counts seconds).
 const RETRY_AFTER_MS: &str = "retry_after_ms";
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code: code.into(),
-            message: message.into(),
-            retry_after_secs: None,
-            extra: Map::new(),
-            cause: None,
-        }
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), retry_after_secs: None, extra: Map::new(), cause: None }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, codes::CONFLICT, message)
+        Self::new(StatusCode::CONFLICT, ErrorCode::Conflict, message)
     }
 
     /// A dependency (database, Redis, another service) cannot serve the request now.
     pub fn unavailable(dependency: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, message)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, message)
             .with_field("dependency", dependency)
     }
 
     /// A bug or an unexpected failure: the cause is logged, the client gets a generic message.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
-        let mut error = Self::new(
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            codes::INTERNAL,
+            ErrorCode::Internal,
             "internal error, see the service's logs",
-        );
-        error.cause = Some(cause.to_string());
-        error
+        )
+        .caused_by(Arc::from(cause.into()))
+    }
+
+    /// A client's failure to call another service, answered as the gateway the caller then
+    /// is: the dependency away 503, slow 504, failed 502; its refusal passed on as it came.
+    /// The client's error, with its causes, goes to the log.
+    pub fn upstream(error: impl UpstreamError) -> Self {
+        let message = error.to_string();
+        let answer = match error.failure() {
+            UpstreamFailure::Unreachable => Self::unavailable(error.dependency(), message),
+            UpstreamFailure::TimedOut => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, ErrorCode::GatewayTimeout, message)
+                    .with_field("dependency", error.dependency())
+            }
+            UpstreamFailure::Failed => Self::new(StatusCode::BAD_GATEWAY, ErrorCode::BadGateway, message)
+                .with_field("dependency", error.dependency()),
+            UpstreamFailure::Refused { status, code, message } => {
+                Self::new(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), code, message)
+            }
+        };
+        answer.caused_by(Arc::new(error))
+    }
+
+    /// What went wrong inside, logged with the answer and never sent.
+    pub fn caused_by(mut self, cause: Cause) -> Self {
+        self.cause = Some(cause);
+        self
     }
 
     /// `Retry-After: secs`.
@@ -94,8 +117,8 @@ impl ApiError {
         self.status
     }
 
-    pub fn code(&self) -> &str {
-        &self.code
+    pub fn code(&self) -> ErrorCode {
+        self.code
     }
 
     pub fn message(&self) -> &str {
@@ -115,21 +138,36 @@ impl ApiError {
     /// The JSON body: `{"error": code, "message": …}` and the extra fields.
     pub fn body(&self) -> Value {
         let mut body = Map::with_capacity(2 + self.extra.len());
-        body.insert("error".into(), Value::String(self.code.clone().into_owned()));
+        body.insert("error".into(), Value::String(self.code.as_str().to_owned()));
         body.insert("message".into(), Value::String(self.message.clone()));
         body.extend(self.extra.iter().map(|(key, value)| (key.clone(), value.clone())));
         Value::Object(body)
     }
 
-    /// Logs the failure once, as answering it does: an internal cause as an error, any other
-    /// server-side failure as a warning, a client's mistake not at all.
+    /// Logs the failure once, as answering it does: an internal one as an error, any other
+    /// server-side failure as a warning, each with its chain of causes; a client's mistake
+    /// not at all.
     pub fn log(&self) {
-        if let Some(cause) = &self.cause {
-            tracing::error!(status = self.status.as_u16(), code = %self.code, %cause, "request failed");
+        let causes = self.cause.as_ref().map(|cause| chain(cause.as_ref()));
+        let causes = causes.as_deref().unwrap_or("");
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(status = self.status.as_u16(), code = %self.code, cause = causes, "request failed");
         } else if self.status.is_server_error() {
-            tracing::warn!(status = self.status.as_u16(), code = %self.code, message = %self.message, "request failed");
+            tracing::warn!(status = self.status.as_u16(), code = %self.code, message = %self.message, cause = causes, "request failed");
         }
     }
+}
+
+/// An error and its sources, `outer: inner: innermost`: what a log line needs to say why.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl std::fmt::Display for ApiError {
@@ -177,22 +215,22 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     let text = rejection.body_text();
     match rejection {
         JsonRejection::JsonSyntaxError(_) => {
-            ApiError::new(StatusCode::BAD_REQUEST, codes::MALFORMED_JSON, text)
+            ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedJson, text)
         }
         JsonRejection::JsonDataError(_) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, codes::INVALID_BODY, text)
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidBody, text)
         }
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            codes::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
             "expected a body with `Content-Type: application/json`",
         ),
         _ if status == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             status,
-            codes::BODY_TOO_LARGE,
+            ErrorCode::BodyTooLarge,
             format!("request body is larger than {} bytes", kubescaler_core::model::MAX_BODY_BYTES),
         ),
-        _ => ApiError::new(status, codes::UNREADABLE_BODY, text),
+        _ => ApiError::new(status, ErrorCode::UnreadableBody, text),
     }
 }
 
@@ -238,7 +276,7 @@ impl From<PathRejection> for ApiError {
                     axum::extract::path::ErrorKind::Message(message) => message,
                     other => other.to_string(),
                 };
-                ApiError::bad_request(codes::INVALID_ID, message)
+                ApiError::bad_request(ErrorCode::InvalidId, message)
             }
             other => ApiError::internal(other.body_text()),
         }
@@ -249,9 +287,9 @@ impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         match rejection {
             QueryRejection::FailedToDeserializeQueryString(e) => {
-                ApiError::bad_request(codes::INVALID_PARAMETER, e.body_text())
+                ApiError::bad_request(ErrorCode::InvalidParameter, e.body_text())
             }
-            other => ApiError::bad_request(codes::INVALID_PARAMETER, other.body_text()),
+            other => ApiError::bad_request(ErrorCode::InvalidParameter, other.body_text()),
         }
     }
 }
@@ -264,7 +302,7 @@ pub async fn no_route(method: Method, OriginalUri(uri): OriginalUri) -> ApiError
 
 /// The 404 of [`no_route`], for a handler that finds the path is not one it serves after all.
 pub fn no_route_for(method: &Method, uri: &Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, codes::NO_ROUTE, format!("no route for {method} {}", uri.path()))
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NoRoute, format!("no route for {method} {}", uri.path()))
 }
 
 /// Fallback for a known path with a method it does not serve.
@@ -276,7 +314,7 @@ pub async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -
 pub fn method_not_allowed_for(method: &Method, uri: &Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        codes::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
         format!("{method} is not allowed on {}", uri.path()),
     )
 }
@@ -323,16 +361,66 @@ mod tests {
 
     #[tokio::test]
     async fn a_retry_in_milliseconds_is_in_the_body_and_rounded_up_in_the_header() {
-        let error = ApiError::new(StatusCode::CONFLICT, codes::LOCKED, "held elsewhere")
+        let error = ApiError::new(StatusCode::CONFLICT, ErrorCode::Locked, "held elsewhere")
             .with_retry_after_ms(Duration::from_millis(1500));
         assert_eq!(error.retry_after(), Some(Duration::from_millis(1500)), "the body's exact time first");
         assert_eq!(error.body()["retry_after_ms"], 1500);
         let (status, retry, body) = body_of(error.clone()).await;
         assert_eq!((status, retry.unwrap()), (StatusCode::CONFLICT, HeaderValue::from(2)));
         assert_eq!(body, error.body(), "the answer's body is body()");
-        let short = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::REBALANCING, "busy")
+        let short = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Rebalancing, "busy")
             .with_retry_after_ms(Duration::from_millis(100));
         assert_eq!(body_of(short).await.1.unwrap(), "1", "at least one second in the header");
+    }
+
+    /// A client error whose cause is an I/O error, as a transport's is.
+    #[derive(Debug, thiserror::Error)]
+    #[error("peer is unreachable")]
+    struct Peer(#[source] std::io::Error, UpstreamFailure);
+
+    impl UpstreamError for Peer {
+        fn dependency(&self) -> &'static str {
+            "peer"
+        }
+        fn failure(&self) -> UpstreamFailure {
+            self.1.clone()
+        }
+    }
+
+    fn peer(failure: UpstreamFailure) -> ApiError {
+        ApiError::upstream(Peer(std::io::Error::other("connection refused"), failure))
+    }
+
+    #[tokio::test]
+    async fn an_upstream_failure_is_answered_as_a_gateway_and_logged_with_its_cause() {
+        let away = peer(UpstreamFailure::Unreachable);
+        let cause = away.cause.as_ref().map(|cause| chain(cause.as_ref()));
+        assert_eq!(cause.as_deref(), Some("peer is unreachable: connection refused"));
+        let (status, _, body) = body_of(away).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "unavailable", "message": "peer is unreachable", "dependency": "peer"})
+        );
+        let slow = body_of(peer(UpstreamFailure::TimedOut)).await;
+        assert_eq!(
+            (slow.0, &slow.2["error"], &slow.2["dependency"]),
+            (StatusCode::GATEWAY_TIMEOUT, &"gateway_timeout".into(), &"peer".into())
+        );
+        let failed = body_of(peer(UpstreamFailure::Failed)).await;
+        assert_eq!((failed.0, &failed.2["error"]), (StatusCode::BAD_GATEWAY, &"bad_gateway".into()));
+    }
+
+    #[tokio::test]
+    async fn an_upstream_refusal_is_passed_on_as_it_came() {
+        let refused =
+            UpstreamFailure::Refused { status: 404, code: ErrorCode::NotFound, message: "no user 1".into() };
+        let (status, _, body) = body_of(peer(refused)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body, serde_json::json!({"error": "not_found", "message": "no user 1"}));
+        let nonsense =
+            UpstreamFailure::Refused { status: 1000, code: ErrorCode::Conflict, message: "?".into() };
+        assert_eq!(body_of(peer(nonsense)).await.0, StatusCode::BAD_GATEWAY, "a status that is none");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 /// fields below. Clients branch on `error`, never on `message`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// A stable code (one of `kubescaler_core::codes::ALL`).
+    /// A stable code (one of `kubescaler_core::ErrorCode::ALL`).
     #[schema(schema_with = error_code)]
     pub error: String,
     /// What went wrong, for a person.
@@ -35,7 +35,7 @@ pub struct ErrorBody {
 fn error_code() -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(kubescaler_core::codes::ALL.iter().copied()))
+        .enum_values(Some(kubescaler_core::ErrorCode::ALL.iter().map(|code| code.as_str())))
         .description(Some("A stable code: clients branch on it, never on `message`"))
         .build()
 }

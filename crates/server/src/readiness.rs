@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
-use kubescaler_core::codes;
+use kubescaler_core::ErrorCode;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -137,7 +137,7 @@ pub(crate) async fn readyz(State(readiness): State<Readiness>) -> Response {
     if readiness.shutdown.is_cancelled() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            codes::SHUTTING_DOWN,
+            ErrorCode::ShuttingDown,
             "the service is shutting down",
         )
         .into_response();
@@ -160,7 +160,7 @@ pub(crate) async fn readyz(State(readiness): State<Readiness>) -> Response {
     }
     let message = failing.iter().map(|(name, why)| format!("{name}: {why}")).collect::<Vec<_>>().join("; ");
     let names: Vec<_> = failing.iter().map(|(name, _)| *name).collect();
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::NOT_READY, message)
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady, message)
         .with_field("failing", names)
         .with_field("checks", checks)
         .into_response()

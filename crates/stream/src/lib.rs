@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::changes::BindingSource;
 use crate::locks::{PairLocks, RedisLocks};
 use crate::metrics::StreamMetrics;
-use crate::sessions::{Refresher, Sessions, Settings};
+use crate::sessions::{Refresher, Sessions};
 
 pub use config::{Config, DEFAULT_PORT};
 
@@ -70,20 +70,9 @@ pub fn app(
         config.stream_message_bytes,
         shutdown.clone(),
     );
-    let settings = Settings {
-        stream_interval: config.stream_interval,
-        lock_ttl: config.lock_ttl,
-        lock_refresh: config.lock_refresh(),
-        release_on_disconnect: config.release_on_disconnect,
-        max_connections: config.max_connections,
-        host: config.hostname.clone(),
-        rebalance: config.rebalance,
-        rebalance_period: config.rebalance_period(),
-        rebalance_tolerance: config.rebalance_tolerance,
-        binding_sweep: config.binding_sweep,
-    };
     let notices = bindings.start(metrics.subscriptions.clone(), shutdown.clone())?;
-    let sessions = Sessions::new(locks.clone(), base.clone(), feed, settings, metrics, shutdown.clone());
+    let sessions =
+        Sessions::new(locks.clone(), base.clone(), feed, Arc::new(config.clone()), metrics, shutdown.clone());
     let refresher = Refresher::spawn(sessions.clone(), notices);
     let readiness = Readiness::new(shutdown)
         .with_probe(Ping::probe(locks.backend(), locks, |locks| locks.ping()))

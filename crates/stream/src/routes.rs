@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use kubescaler_core::{ProfileId, UserId, codes};
+use kubescaler_core::{ErrorCode, ProfileId, UserId};
 use kubescaler_server::error::{Api, ApiPath};
 use kubescaler_server::{ApiError, host_name};
 
@@ -47,22 +47,23 @@ impl From<Refusal> for ApiError {
         let message = refusal.to_string();
         match refusal {
             Refusal::NoProfile(_) => ApiError::not_found(message),
-            Refusal::NotBound(..) => ApiError::new(StatusCode::FORBIDDEN, codes::NOT_BOUND, message),
+            Refusal::NotBound(..) => ApiError::new(StatusCode::FORBIDDEN, ErrorCode::NotBound, message),
             Refusal::Full(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::TOO_MANY_STREAMS, message)
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::TooManyStreams, message)
                     .with_retry_after(1)
             }
-            Refusal::Base(e) => e.into(),
+            Refusal::Base(e) => ApiError::upstream(e),
             Refusal::Lock(AcquireError::Conflict { retry_after }) => {
-                ApiError::new(StatusCode::CONFLICT, codes::LOCKED, message).with_retry_after_ms(retry_after)
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::Locked, message)
+                    .with_retry_after_ms(retry_after)
             }
             Refusal::Lock(AcquireError::Unavailable(_)) => ApiError::unavailable("redis", message),
             Refusal::ShuttingDown => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::SHUTTING_DOWN, message)
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ShuttingDown, message)
                     .with_retry_after(1)
             }
             Refusal::Rebalancing { retry_after } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::REBALANCING, message)
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Rebalancing, message)
                     .with_retry_after_ms(retry_after)
             }
         }
@@ -81,12 +82,12 @@ async fn open_stream(
         },
         Err(invalid) => invalid,
     };
-    sessions.metrics().refused.with_label_values(&[refusal.code()]).inc();
+    sessions.metrics().refused.with_label_values(&[refusal.code().as_str()]).inc();
     if wants_event_stream(&headers) {
         refusal.log();
         // For permanent refusals (not bound, no profile), the binding is worth asking again at
         // the pace the service re-checks held pairs' locks and bindings: once per lock TTL.
-        refused_in_sse(&refusal, sessions.settings().lock_ttl)
+        refused_in_sse(&refusal, sessions.config().lock_ttl)
     } else {
         refusal.into_response()
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use kubescaler_base::Config;
 use kubescaler_base::cassandra::CassandraConfig;
 use kubescaler_redis::RedisArgs;
+use kubescaler_server::config::defaults;
 pub use kubescaler_testkit::{Forwarder, error_code, require_cassandra};
 use kubescaler_testkit::{Running, common_args};
 use reqwest::StatusCode;
@@ -17,16 +18,13 @@ use tokio_util::sync::CancellationToken;
 pub const SHARED_KEYSPACE: &str = "kubescaler_test_api";
 
 pub fn config(nodes: Vec<String>, keyspace: &str) -> Config {
-    Config {
-        port: 0,
-        cassandra: CassandraConfig::new(nodes, keyspace).unwrap(),
-        redis: RedisArgs {
-            urls: vec![kubescaler_testkit::shared_redis_url()],
-            timeout: Duration::from_millis(500),
-        },
-        hostname: "localhost".to_owned(),
-        common: common_args(),
-    }
+    let mut config: Config = defaults().unwrap();
+    config.port = 0;
+    config.cassandra = CassandraConfig::new(nodes, keyspace).unwrap();
+    config.redis =
+        RedisArgs { urls: vec![kubescaler_testkit::shared_redis_url()], timeout: Duration::from_millis(500) };
+    config.common = common_args();
+    config
 }
 
 /// base running in-process. Starting, serving and stopping are testkit's [`Running`], as for

@@ -11,7 +11,6 @@ pub mod redis;
 use async_trait::async_trait;
 use kubescaler_core::{ProfileId, UserId};
 use kubescaler_redis::QuorumError;
-use kubescaler_server::ApiError;
 
 /// Why the registry could not say which pairs are launched.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -27,12 +26,6 @@ impl RegistryError {
         match self {
             Self::Redis(_) => "redis",
         }
-    }
-}
-
-impl From<RegistryError> for ApiError {
-    fn from(error: RegistryError) -> Self {
-        ApiError::unavailable(error.backend(), error.to_string())
     }
 }
 

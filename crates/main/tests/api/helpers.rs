@@ -7,6 +7,7 @@ use std::time::Duration;
 use kubescaler_base::cassandra::CassandraConfig;
 use kubescaler_base_client::BaseClientConfig;
 use kubescaler_redis::RedisArgs;
+use kubescaler_server::config::defaults;
 pub use kubescaler_testkit::{
     Forwarder, Http, RedisServer, Running, common_args, error_code, require_cassandra, require_redis,
 };
@@ -20,16 +21,12 @@ pub const SHARED_KEYSPACE: &str = "kubescaler_test_main";
 /// base on `keyspace`, ready.
 pub async fn spawn_base(keyspace: &str) -> Running {
     let nodes = require_cassandra().await;
-    let config = kubescaler_base::Config {
-        port: 0,
-        cassandra: CassandraConfig::new(nodes, keyspace).unwrap(),
-        redis: RedisArgs {
-            urls: vec![kubescaler_testkit::shared_redis_url()],
-            timeout: Duration::from_millis(500),
-        },
-        hostname: "localhost".to_owned(),
-        common: common_args(),
-    };
+    let mut config: kubescaler_base::Config = defaults().unwrap();
+    config.port = 0;
+    config.cassandra = CassandraConfig::new(nodes, keyspace).unwrap();
+    config.redis =
+        RedisArgs { urls: vec![kubescaler_testkit::shared_redis_url()], timeout: Duration::from_millis(500) };
+    config.common = common_args();
     let shutdown = CancellationToken::new();
     let running = Running::start(kubescaler_base::build(config, shutdown.clone()).await.unwrap(), shutdown);
     running.wait_ready(Duration::from_secs(60)).await;
@@ -37,15 +34,13 @@ pub async fn spawn_base(keyspace: &str) -> Running {
 }
 
 pub fn main_config(base_url: &str, redis_urls: Vec<String>) -> kubescaler_main::Config {
-    kubescaler_main::Config {
-        port: 0,
-        base: BaseClientConfig::new(base_url),
-        redis: RedisArgs { urls: redis_urls, timeout: Duration::from_millis(500) },
-        admin_token: None,
-        testdata_concurrency: 32,
-        hostname: "main-test".into(),
-        common: common_args(),
-    }
+    let mut config: kubescaler_main::Config = defaults().unwrap();
+    config.port = 0;
+    config.base = BaseClientConfig::new(base_url);
+    config.redis = RedisArgs { urls: redis_urls, timeout: Duration::from_millis(500) };
+    config.hostname = "main-test".into();
+    config.common = common_args();
+    config
 }
 
 /// main with `config`, not waiting for readiness.

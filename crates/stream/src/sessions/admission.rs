@@ -38,9 +38,9 @@ impl Sessions {
             .capacity
             .clone()
             .try_acquire_owned()
-            .map_err(|_| Refusal::Full(self.settings.max_connections))?;
+            .map_err(|_| Refusal::Full(self.config.max_connections))?;
         let bound = started.elapsed();
-        let lease = match self.locks.acquire(user, profile, self.settings.lock_ttl).await {
+        let lease = match self.locks.acquire(user, profile, self.config.lock_ttl).await {
             Ok(lease) => {
                 self.metrics.acquisitions.with_label_values(&["acquired"]).inc();
                 lease

@@ -86,7 +86,7 @@ impl Sessions {
     /// The binding watcher, until shutdown: checks again the held pairs that announced changes
     /// touch, and sweeps every held pair once per `BINDING_SWEEP`.
     pub(super) async fn watch_bindings(self: &Arc<Self>, mut notices: mpsc::UnboundedReceiver<Notice>) {
-        let mut sweep = tokio::time::interval(sweep_tick(self.settings.binding_sweep));
+        let mut sweep = tokio::time::interval(sweep_tick(self.config.binding_sweep));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pending = Pending::default();
         let mut retry_at: Option<Instant> = None;
@@ -154,7 +154,7 @@ impl Sessions {
     /// The held streams whose last check is older than `BINDING_SWEEP`, oldest first, at most
     /// one look's share.
     fn due_a_sweep(&self) -> Vec<(u64, Pair)> {
-        let sweep = self.settings.binding_sweep;
+        let sweep = self.config.binding_sweep;
         let Some(due) = Instant::now().checked_sub(sweep) else { return Vec::new() };
         let held = self.held();
         let mut stale: Vec<_> = held

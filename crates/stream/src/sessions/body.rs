@@ -40,7 +40,7 @@ impl Drop for StreamGuard {
         // drain takes, so the drain's wait for spawned releases cannot miss it.
         let mut held = sessions.held();
         let client_side = held.remove(&self.id).is_some();
-        if client_side && (sessions.settings.release_on_disconnect || sessions.shutdown.is_cancelled()) {
+        if client_side && (sessions.config.release_on_disconnect || sessions.shutdown.is_cancelled()) {
             let (locks, lease) = (sessions.locks.clone(), self.lease.clone());
             sessions.releases.spawn(async move { locks.release(&[lease]).await });
         }
@@ -84,7 +84,7 @@ impl OpenStream {
         };
         // Messages keep the connection busy when they come often; a heartbeat (and the timer
         // it costs per frame) is only needed when they do not.
-        let heartbeat = sessions.settings.stream_interval >= HEARTBEAT;
+        let heartbeat = sessions.config.stream_interval >= HEARTBEAT;
         futures::stream::unfold(state, move |mut state| {
             let sessions = sessions.clone();
             async move {

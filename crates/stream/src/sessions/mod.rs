@@ -44,10 +44,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::Config;
 use crate::feed::Frame;
 use crate::locks::{AcquireError, Lease, Lost, PairLocks, RegistryUnavailable};
 use crate::metrics::StreamMetrics;
-use crate::rebalance::{Rebalancer, Tolerance};
+use crate::rebalance::Rebalancer;
 
 pub use body::{OpenStream, StreamGuard};
 pub use refresher::{Refresher, RefresherStopped};
@@ -92,21 +93,6 @@ enum LockLost {
     Expired(Option<RegistryUnavailable>),
 }
 
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub stream_interval: Duration,
-    pub lock_ttl: Duration,
-    pub lock_refresh: Duration,
-    pub release_on_disconnect: bool,
-    pub max_connections: usize,
-    /// This instance's name in the fleet (the pod name).
-    pub host: String,
-    pub rebalance: bool,
-    pub rebalance_period: Duration,
-    pub rebalance_tolerance: Tolerance,
-    pub binding_sweep: Duration,
-}
-
 /// Why a stream was not opened.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Refusal {
@@ -141,7 +127,7 @@ pub struct Sessions {
     base: BaseClient,
     feed: watch::Receiver<Option<Frame>>,
     capacity: Arc<Semaphore>,
-    settings: Settings,
+    config: Arc<Config>,
     metrics: StreamMetrics,
     shutdown: CancellationToken,
     /// Releases still running, awaited before the process exits.
@@ -158,7 +144,7 @@ pub struct Sessions {
 
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sessions").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("Sessions").field("config", &self.config).finish_non_exhaustive()
     }
 }
 
@@ -167,31 +153,31 @@ impl Sessions {
         locks: Arc<dyn PairLocks>,
         base: BaseClient,
         feed: watch::Receiver<Option<Frame>>,
-        settings: Settings,
+        config: Arc<Config>,
         metrics: StreamMetrics,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             held: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            capacity: Arc::new(Semaphore::new(settings.max_connections)),
+            capacity: Arc::new(Semaphore::new(config.max_connections)),
             locks,
             base,
             feed,
             metrics,
             shutdown,
             releases: TaskTracker::new(),
-            rebalancer: Mutex::new(Rebalancer::new(settings.rebalance_tolerance)),
+            rebalancer: Mutex::new(Rebalancer::new(config.rebalance_tolerance)),
             drain: Mutex::new(None),
             watchdog_at: Mutex::new(Instant::now()),
             watchdog: Notify::new(),
             epoch: AtomicU64::new(0),
-            settings,
+            config,
         })
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn metrics(&self) -> &StreamMetrics {
@@ -204,7 +190,7 @@ impl Sessions {
 
     /// When a stream whose lock is valid until `valid_until` must have ended.
     fn deadline(&self, valid_until: Instant) -> Instant {
-        valid_until.checked_sub(END_MARGIN.min(self.settings.lock_ttl / 10)).unwrap_or(valid_until)
+        valid_until.checked_sub(END_MARGIN.min(self.config.lock_ttl / 10)).unwrap_or(valid_until)
     }
 }
 

@@ -106,11 +106,11 @@ impl Sessions {
     /// shutdown, release every lock.
     pub(crate) async fn refresh_until_shutdown(self: Arc<Self>, notices: mpsc::UnboundedReceiver<Notice>) {
         let refresher = async {
-            let mut ticks = tokio::time::interval(self.settings.lock_refresh);
+            let mut ticks = tokio::time::interval(self.config.lock_refresh());
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks.tick().await;
             // The first tick is at once: the instance joins the fleet as it starts.
-            let mut rebalance = tokio::time::interval(self.settings.rebalance_period);
+            let mut rebalance = tokio::time::interval(self.config.rebalance_period());
             rebalance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
@@ -124,7 +124,7 @@ impl Sessions {
         // the watchdog whenever its timer fires, and the watcher whenever a change comes.
         tokio::join!(refresher, self.watch_deadlines(), self.watch_bindings(notices));
         // Out of the fleet first, so that no instance counts this one's streams as placed.
-        self.locks.withdraw(&self.settings.host).await;
+        self.locks.withdraw(&self.config.hostname).await;
         // Every lock is released here, and awaited, so the pairs can move to another replica
         // at once; a stream's own guard could only spawn the release, and a spawned task does
         // not outlive the runtime when the process exits.
@@ -148,7 +148,7 @@ impl Sessions {
     async fn watch_deadlines(&self) {
         loop {
             let now = Instant::now();
-            let mut next = now + self.settings.lock_refresh;
+            let mut next = now + self.config.lock_refresh();
             let mut expired = Vec::new();
             {
                 let held = self.held();
@@ -183,9 +183,9 @@ impl Sessions {
         let started = Instant::now();
         // Redis calls time out by themselves (REDIS_TIMEOUT); this bounds a cycle even if one
         // did not, so the next refresh comes while the locks are still valid.
-        let extension = self.locks.extend(&leases, self.settings.lock_ttl);
+        let extension = self.locks.extend(&leases, self.config.lock_ttl);
         let outcomes =
-            tokio::time::timeout(self.settings.lock_refresh, extension).await.unwrap_or_else(|_| {
+            tokio::time::timeout(self.config.lock_refresh(), extension).await.unwrap_or_else(|_| {
                 let why = RegistryUnavailable::NoAnswer("LOCK_REFRESH");
                 leases.iter().map(|_| Err(ExtendError::Unavailable(why.clone()))).collect()
             });
@@ -231,15 +231,15 @@ impl Sessions {
     /// fleet's for long enough, hands the excess off.
     async fn rebalance(self: &Arc<Self>) {
         let own = self.held().len() as u64;
-        let ttl = self.settings.rebalance_period * FLEET_ENTRY_PERIODS;
-        let fleet = match self.locks.publish(&self.settings.host, own, ttl).await {
+        let ttl = self.config.rebalance_period() * FLEET_ENTRY_PERIODS;
+        let fleet = match self.locks.publish(&self.config.hostname, own, ttl).await {
             Ok(fleet) => fleet,
             Err(e) => {
                 tracing::warn!(error = %e, "open streams not published; no rebalancing this period");
                 return;
             }
         };
-        if !self.settings.rebalance {
+        if !self.config.rebalance {
             return;
         }
         let decision = lock(&self.rebalancer).tick(own, fleet.values().copied());
@@ -255,7 +255,7 @@ impl Sessions {
     async fn hand_off(self: &Arc<Self>, count: usize, fair: usize) {
         // Until the next tick that may decide (the one after is quiet): long enough for the moved
         // clients' retries to find the other instances, short enough not to outlive the view.
-        let until = Instant::now() + self.settings.rebalance_period * 2;
+        let until = Instant::now() + self.config.rebalance_period() * 2;
         *lock(&self.drain) = Some(Drain { target: fair, until });
         let moving: Vec<Held> = {
             let mut held = self.held();

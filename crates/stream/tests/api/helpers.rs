@@ -8,6 +8,7 @@ use futures::StreamExt;
 use kubescaler_base::cassandra::CassandraConfig;
 use kubescaler_base_client::BaseClientConfig;
 use kubescaler_redis::RedisArgs;
+use kubescaler_server::config::defaults;
 use kubescaler_sse::Parser;
 pub use kubescaler_testkit::{
     Http, Nginx, RedisServer, Running, common_args, error_code, free_port, require_cassandra, require_redis,
@@ -28,13 +29,11 @@ pub async fn spawn_base() -> Running {
 /// base announcing binding changes on `redis_urls`.
 pub async fn spawn_base_announcing(redis_urls: Vec<String>) -> Running {
     let nodes = require_cassandra().await;
-    let config = kubescaler_base::Config {
-        port: 0,
-        cassandra: CassandraConfig::new(nodes, KEYSPACE).unwrap(),
-        redis: RedisArgs { urls: redis_urls, timeout: Duration::from_millis(500) },
-        hostname: "localhost".to_owned(),
-        common: common_args(),
-    };
+    let mut config: kubescaler_base::Config = defaults().unwrap();
+    config.port = 0;
+    config.cassandra = CassandraConfig::new(nodes, KEYSPACE).unwrap();
+    config.redis = RedisArgs { urls: redis_urls, timeout: Duration::from_millis(500) };
+    config.common = common_args();
     let shutdown = CancellationToken::new();
     let running = Running::start(kubescaler_base::build(config, shutdown.clone()).await.unwrap(), shutdown);
     running.wait_ready(Duration::from_secs(60)).await;
@@ -42,25 +41,20 @@ pub async fn spawn_base_announcing(redis_urls: Vec<String>) -> Running {
 }
 
 pub fn stream_config(base: &Running, redis_urls: Vec<String>) -> kubescaler_stream::Config {
-    kubescaler_stream::Config {
-        port: 0,
-        base: BaseClientConfig::new(&base.base_url),
-        redis: RedisArgs { urls: redis_urls, timeout: Duration::from_millis(300) },
-        lock_ttl: TTL,
-        lock_refresh: Some(REFRESH),
-        release_on_disconnect: false,
-        stream_interval: Duration::from_millis(50),
-        stream_message_bytes: 2_000,
-        stream_sndbuf: 65_536,
-        max_connections: 1_000,
-        hostname: "stream-test".into(),
-        // Off unless a test is about it: instances of concurrent tests share a Redis.
-        rebalance: false,
-        rebalance_period: None,
-        rebalance_tolerance: Default::default(),
-        binding_sweep: Duration::from_secs(300),
-        common: common_args(),
-    }
+    let mut config: kubescaler_stream::Config = defaults().unwrap();
+    config.port = 0;
+    config.base = BaseClientConfig::new(&base.base_url);
+    config.redis = RedisArgs { urls: redis_urls, timeout: Duration::from_millis(300) };
+    config.lock_ttl = TTL;
+    config.lock_refresh = Some(REFRESH);
+    config.stream_interval = Duration::from_millis(50);
+    config.stream_message_bytes = 2_000;
+    config.max_connections = 1_000;
+    config.hostname = "stream-test".into();
+    // Off unless a test is about it: instances of concurrent tests share a Redis.
+    config.rebalance = false;
+    config.common = common_args();
+    config
 }
 
 /// Binding changes from the Redis instances of `config`, as `build` hears them.

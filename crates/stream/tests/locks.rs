@@ -102,7 +102,6 @@ mod suite {
         locks.release(&others).await;
     }
 
-    /// Needs a registry of its own: the fleet is whoever publishes there.
     pub async fn the_fleet_is_the_live_instances(locks: &dyn PairLocks) {
         let fleet = |entries: &[(&str, u64)]| -> Fleet {
             entries.iter().map(|(h, n)| ((*h).to_owned(), *n)).collect()
@@ -129,45 +128,47 @@ mod suite {
     }
 }
 
-/// The suite on one backend; `$test` is the test attribute (the in-process registry's run on
-/// paused time: its TTLs pass at once, where Redis's take real time).
+/// The suite on one backend, each check on a registry of its own (the fleet is whoever
+/// publishes there); `$test` is the test attribute: the in-process registry runs on paused
+/// time, where its TTLs pass at once, and Redis's take real time.
 macro_rules! conformance {
-    ($backend:ident, $make:expr, #[$test:meta]) => {
+    ($backend:ident, $fresh:path, #[$test:meta]) => {
         mod $backend {
             use super::*;
 
-            #[$test]
-            async fn one_holder_per_pair() {
-                let locks: Arc<dyn PairLocks> = $make.await;
-                suite::one_holder_per_pair(&*locks).await;
-            }
-
-            #[$test]
-            async fn expiry_and_extension() {
-                let locks: Arc<dyn PairLocks> = $make.await;
-                suite::expiry_and_extension(&*locks).await;
-            }
-
-            #[$test]
-            async fn leases_in_batches() {
-                let locks: Arc<dyn PairLocks> = $make.await;
-                suite::leases_in_batches(&*locks).await;
-            }
+            conformance!(@tests $fresh, #[$test]; one_holder_per_pair, expiry_and_extension,
+                leases_in_batches, the_fleet_is_the_live_instances);
         }
+    };
+    (@tests $fresh:path, #[$test:meta]; $($check:ident),+) => {
+        $(
+            #[$test]
+            async fn $check() {
+                let registry = $fresh().await;
+                suite::$check(&*registry.locks).await;
+            }
+        )+
     };
 }
 
-async fn redis() -> Arc<dyn PairLocks> {
-    let url = kubescaler_testkit::require_redis().await;
-    Arc::new(RedisLocks::new(&RedisArgs { urls: vec![url], timeout: Duration::from_secs(1) }).unwrap())
+/// A registry for one check, and the Redis server it runs on, if any (stopped when dropped).
+struct Fresh {
+    locks: Arc<dyn PairLocks>,
+    _server: Option<RedisServer>,
 }
 
-async fn in_process() -> Arc<dyn PairLocks> {
-    Arc::new(InProcessLocks::start())
+async fn fresh_redis() -> Fresh {
+    let server = RedisServer::start().await;
+    let args = RedisArgs { urls: vec![server.url()], timeout: Duration::from_secs(1) };
+    Fresh { locks: Arc::new(RedisLocks::new(&args).unwrap()), _server: Some(server) }
 }
 
-conformance!(redis_backend, redis(), #[tokio::test]);
-conformance!(in_process_backend, in_process(), #[tokio::test(start_paused = true)]);
+async fn fresh_in_process() -> Fresh {
+    Fresh { locks: Arc::new(InProcessLocks::start()), _server: None }
+}
+
+conformance!(redis_backend, fresh_redis, #[tokio::test]);
+conformance!(in_process_backend, fresh_in_process, #[tokio::test(start_paused = true)]);
 
 #[tokio::test(start_paused = true)]
 async fn in_process_launched_follows_the_lock() {
@@ -181,19 +182,6 @@ async fn in_process_launched_follows_the_lock() {
     locks.acquire(u, p, Duration::from_millis(100)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!locks.is_launched(u, p), "expired");
-}
-
-#[tokio::test]
-async fn redis_fleet() {
-    let server = RedisServer::start().await;
-    let locks =
-        RedisLocks::new(&RedisArgs { urls: vec![server.url()], timeout: Duration::from_secs(1) }).unwrap();
-    suite::the_fleet_is_the_live_instances(&locks).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn in_process_fleet() {
-    suite::the_fleet_is_the_live_instances(&InProcessLocks::start()).await;
 }
 
 #[tokio::test]

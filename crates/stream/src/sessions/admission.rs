@@ -3,7 +3,6 @@
 //! locked and nothing counted when it does not.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kubescaler_base_client::Binding;
@@ -12,7 +11,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::body::{OpenStream, StreamGuard};
-use super::{Drain, Held, Refusal, Sessions, lock};
+use super::{Drain, Held, Refusal, Sessions};
 use crate::locks::AcquireError;
 
 /// What a client refused by a draining instance is told to wait before trying (elsewhere).
@@ -28,7 +27,7 @@ impl Sessions {
             return Err(Refusal::Rebalancing { retry_after: DRAINING_RETRY });
         }
         let started = Instant::now();
-        let epoch = self.epoch.load(Ordering::SeqCst);
+        let epoch = self.state().epoch;
         match self.base.binding(profile, user).await? {
             Binding::Bound => {}
             Binding::NotBound => return Err(Refusal::NotBound(user, profile)),
@@ -54,29 +53,31 @@ impl Sessions {
                 return Err(e.into());
             }
         };
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (end_tx, end_rx) = oneshot::channel();
         let deadline = self.deadline(lease.valid_until);
-        // Checked under the lock the shutdown drain takes after cancelling: either the drain
+        // Registered under the lock the shutdown drain takes after cancelling: either the drain
         // sees this pair and releases it, or this request does, before answering.
         let registered = {
-            let mut held = self.held();
-            let open = !self.shutdown.is_cancelled();
-            if open {
-                held.insert(
-                    id,
-                    Held { lease: lease.clone(), end: end_tx, deadline, unconfirmed: None, checked: started },
-                );
-            }
-            open
+            let mut state = self.state();
+            (!self.shutdown.is_cancelled()).then(|| {
+                let id = state.next_id;
+                state.next_id += 1;
+                let held =
+                    Held { lease: lease.clone(), end: end_tx, deadline, unconfirmed: None, checked: started };
+                state.held.insert(id, held);
+                (id, state.epoch != epoch, deadline < state.watchdog_at)
+            })
         };
-        if !registered {
+        let Some((id, changed, wake_watchdog)) = registered else {
             self.locks.release(std::slice::from_ref(&lease)).await;
             return Err(Refusal::ShuttingDown);
+        };
+        if wake_watchdog {
+            self.watchdog.notify_one();
         }
         // A change the watcher read the held pairs for after this pair's check and before it
         // was registered here could have unbound it unseen: check again, as the watcher would.
-        if self.epoch.load(Ordering::SeqCst) != epoch {
+        if changed {
             let refusal = match self.base.binding(profile, user).await {
                 Ok(Binding::Bound) => None,
                 Ok(Binding::NotBound) => Some(Refusal::NotBound(user, profile)),
@@ -84,13 +85,10 @@ impl Sessions {
                 Err(e) => Some(Refusal::Base(e)),
             };
             if let Some(refusal) = refusal {
-                self.held().remove(&id);
+                self.state().held.remove(&id);
                 self.locks.release(std::slice::from_ref(&lease)).await;
                 return Err(refusal);
             }
-        }
-        if deadline < *lock(&self.watchdog_at) {
-            self.watchdog.notify_one();
         }
         self.metrics.active.inc();
         tracing::info!(%user, %profile, stream = id, binding = ?bound, lock = ?(started.elapsed() - bound), "stream opened");
@@ -101,13 +99,13 @@ impl Sessions {
     /// Whether this instance refuses new streams: it handed some off less than two periods ago
     /// and still holds its fair share or more.
     fn draining(&self) -> bool {
-        let mut drain = lock(&self.drain);
-        match *drain {
+        let mut state = self.state();
+        match state.drain {
             Some(Drain { until, .. }) if Instant::now() >= until => {
-                *drain = None;
+                state.drain = None;
                 false
             }
-            Some(Drain { target, .. }) => self.held().len() >= target,
+            Some(Drain { target, .. }) => state.held.len() >= target,
             None => false,
         }
     }

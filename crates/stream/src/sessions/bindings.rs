@@ -5,12 +5,11 @@
 //! held stream costs base nothing while nothing changes.
 //!
 //! A stream admitted while a change was on its way may have been checked before the change and
-//! registered after the watcher looked: admission compares the [`epoch`](Sessions::epoch) it
+//! registered after the watcher looked: admission compares the [`epoch`](State::epoch) it
 //! read before its check with the one after registering, and checks again when they differ.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kubescaler_base_client::BaseError;
@@ -134,10 +133,7 @@ impl Sessions {
             if pending.is_empty() {
                 continue;
             }
-            // Before the held pairs are read: an admission that registers after this read sees
-            // the epoch moved and checks its pair itself.
-            self.epoch.fetch_add(1, Ordering::SeqCst);
-            let touched = self.held_where(|pair, _| pending.touches(pair));
+            let touched = self.held_where(|pair| pending.touches(pair));
             match self.recheck(touched).await {
                 Ok(()) => {
                     pending = Pending::default();
@@ -156,16 +152,17 @@ impl Sessions {
     fn due_a_sweep(&self) -> Vec<(u64, Pair)> {
         let sweep = self.config.binding_sweep;
         let Some(due) = Instant::now().checked_sub(sweep) else { return Vec::new() };
-        let held = self.held();
-        let mut stale: Vec<_> = held
+        let state = self.state();
+        let mut stale: Vec<_> = state
+            .held
             .iter()
             .filter(|(_, held)| held.checked <= due)
             .map(|(id, held)| {
                 (held.checked, *id, Pair { user: held.lease.user, profile: held.lease.profile })
             })
             .collect();
-        let share = sweep_share(held.len(), sweep);
-        drop(held);
+        let share = sweep_share(state.held.len(), sweep);
+        drop(state);
         if stale.len() > share {
             stale.select_nth_unstable_by_key(share, |(checked, _, _)| *checked);
             stale.truncate(share);
@@ -173,13 +170,18 @@ impl Sessions {
         stale.into_iter().map(|(_, id, pair)| (id, pair)).collect()
     }
 
-    /// The held streams whose pair and time of last check satisfy `select`.
-    fn held_where(&self, select: impl Fn(Pair, Instant) -> bool) -> Vec<(u64, Pair)> {
-        self.held()
+    /// The held streams whose pair a change touches (`select`). The epoch moves under the same
+    /// lock: an admission that registers after this read sees it moved and checks its pair
+    /// itself.
+    fn held_where(&self, select: impl Fn(Pair) -> bool) -> Vec<(u64, Pair)> {
+        let mut state = self.state();
+        state.epoch += 1;
+        state
+            .held
             .iter()
             .filter_map(|(id, held)| {
                 let pair = Pair { user: held.lease.user, profile: held.lease.profile };
-                select(pair, held.checked).then_some((*id, pair))
+                select(pair).then_some((*id, pair))
             })
             .collect()
     }
@@ -195,9 +197,9 @@ impl Sessions {
             let verdicts = self.base.bindings(pairs).await?;
             let mut unbound = Vec::new();
             {
-                let mut held = self.held();
+                let mut state = self.state();
                 for ((id, _), bound) in batch.iter().zip(verdicts) {
-                    match held.get_mut(id) {
+                    match state.held.get_mut(id) {
                         Some(stream) if bound => stream.checked = stream.checked.max(asked),
                         Some(_) => unbound.push(*id),
                         None => {}

@@ -38,13 +38,13 @@ impl Drop for StreamGuard {
         // Still registered means no refresher verdict: the client left, or the service stops
         // and its drain has not reached this pair. The release is spawned under the lock the
         // drain takes, so the drain's wait for spawned releases cannot miss it.
-        let mut held = sessions.held();
-        let client_side = held.remove(&self.id).is_some();
+        let mut state = sessions.state();
+        let client_side = state.held.remove(&self.id).is_some();
         if client_side && (sessions.config.release_on_disconnect || sessions.shutdown.is_cancelled()) {
             let (locks, lease) = (sessions.locks.clone(), self.lease.clone());
             sessions.releases.spawn(async move { locks.release(&[lease]).await });
         }
-        drop(held);
+        drop(state);
     }
 }
 

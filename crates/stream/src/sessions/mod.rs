@@ -33,7 +33,6 @@ mod body;
 mod refresher;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -119,27 +118,50 @@ struct Drain {
     until: Instant,
 }
 
-/// The open streams of this instance.
+/// The open streams of this instance, and what admitting, refreshing and ending them needs.
 pub struct Sessions {
-    held: Mutex<HashMap<u64, Held>>,
-    next_id: AtomicU64,
-    locks: Arc<dyn PairLocks>,
-    base: BaseClient,
-    feed: watch::Receiver<Option<Frame>>,
+    /// Everything that changes as streams open and end, under ONE lock: each change is a few
+    /// instructions, never an await, and with one lock there is no order to keep between the
+    /// streams, the watchdog's next wake, the drain and the rebalancer.
+    state: Mutex<State>,
+    /// Wakes the watchdog when a stream opens with a deadline before the watchdog's next look.
+    watchdog: Notify,
+    /// `MAX_CONNECTIONS`: a permit per open stream, given back when its guard drops — which
+    /// may be after the refresher took the stream out of [`State::held`].
     capacity: Arc<Semaphore>,
+    /// Releases spawned when streams end, awaited before the process exits.
+    releases: TaskTracker,
+    /// Where the pairs' locks and markers are (Redlock on Redis, or in-process).
+    locks: Arc<dyn PairLocks>,
+    /// Asked whether pairs are bound: at admission, and when a change or the sweep says so.
+    base: BaseClient,
+    /// The instance's one message generator; every stream sends its newest frame.
+    feed: watch::Receiver<Option<Frame>>,
     config: Arc<Config>,
     metrics: StreamMetrics,
+    /// The instance stops: admission refuses, and the refresher releases every lock.
     shutdown: CancellationToken,
-    /// Releases still running, awaited before the process exits.
-    releases: TaskTracker,
-    rebalancer: Mutex<Rebalancer>,
-    drain: Mutex<Option<Drain>>,
+}
+
+/// What [`Sessions::state`] guards.
+#[derive(Debug)]
+struct State {
+    /// Every open stream the refresher has not ended, by id. A stream leaves it when the
+    /// refresher ends it (its lock lost, unbound, handed off, the shutdown) or, failing that,
+    /// when its guard drops.
+    held: HashMap<u64, Held>,
+    /// The id of the next stream admitted.
+    next_id: u64,
+    /// Moved by the binding watcher each time it reads the held pairs for a change: admission
+    /// reads it before asking base and again as it registers its pair, and checks again when
+    /// it moved (a change it may have been checked before and registered after).
+    epoch: u64,
     /// When the watchdog next looks at deadlines; a stream opened with an earlier one wakes it.
-    watchdog_at: Mutex<Instant>,
-    watchdog: Notify,
-    /// Moved by the binding watcher each time it is about to read the held pairs for a change:
-    /// admission compares it before its check and after registering its pair.
-    epoch: AtomicU64,
+    watchdog_at: Instant,
+    /// Set by a hand-off, read by admission.
+    drain: Option<Drain>,
+    /// Decides hand-offs from the fleet's counts, period after period.
+    rebalancer: Rebalancer,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -149,7 +171,7 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    pub fn new(
+    pub(crate) fn new(
         locks: Arc<dyn PairLocks>,
         base: BaseClient,
         feed: watch::Receiver<Option<Frame>>,
@@ -158,44 +180,42 @@ impl Sessions {
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
-            held: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+            state: Mutex::new(State {
+                held: HashMap::new(),
+                next_id: 1,
+                epoch: 0,
+                watchdog_at: Instant::now(),
+                drain: None,
+                rebalancer: Rebalancer::new(config.rebalance_tolerance),
+            }),
+            watchdog: Notify::new(),
             capacity: Arc::new(Semaphore::new(config.max_connections)),
+            releases: TaskTracker::new(),
             locks,
             base,
             feed,
+            config,
             metrics,
             shutdown,
-            releases: TaskTracker::new(),
-            rebalancer: Mutex::new(Rebalancer::new(config.rebalance_tolerance)),
-            drain: Mutex::new(None),
-            watchdog_at: Mutex::new(Instant::now()),
-            watchdog: Notify::new(),
-            epoch: AtomicU64::new(0),
-            config,
         })
     }
 
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
 
-    pub fn metrics(&self) -> &StreamMetrics {
+    pub(crate) fn metrics(&self) -> &StreamMetrics {
         &self.metrics
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
-        lock(&self.held)
+    /// The one lock: held for a few instructions, never across an await; a panic while
+    /// holding it leaves the state whole (every change is one assignment or one map edit).
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// When a stream whose lock is valid until `valid_until` must have ended.
     fn deadline(&self, valid_until: Instant) -> Instant {
         valid_until.checked_sub(END_MARGIN.min(self.config.lock_ttl / 10)).unwrap_or(valid_until)
     }
-}
-
-/// A std mutex held for a few instructions, never across an await; a panic while holding one
-/// leaves its value whole (every change is one assignment).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{Drain, End, Held, LockLost, Sessions, lock};
+use super::{Drain, End, Held, LockLost, Sessions};
 use crate::changes::Notice;
 use crate::locks::{ExtendError, Lease, RegistryUnavailable};
 
@@ -128,7 +128,7 @@ impl Sessions {
         // Every lock is released here, and awaited, so the pairs can move to another replica
         // at once; a stream's own guard could only spawn the release, and a spawned task does
         // not outlive the runtime when the process exits.
-        let leaving: Vec<Held> = self.held().drain().map(|(_, held)| held).collect();
+        let leaving: Vec<Held> = self.state().held.drain().map(|(_, held)| held).collect();
         let leases: Vec<Lease> = leaving
             .into_iter()
             .map(|held| {
@@ -151,8 +151,9 @@ impl Sessions {
             let mut next = now + self.config.lock_refresh();
             let mut expired = Vec::new();
             {
-                let held = self.held();
-                for (id, stream) in held.iter() {
+                let mut state = self.state();
+                let state = &mut *state;
+                for (id, stream) in &state.held {
                     if stream.deadline <= now {
                         expired.push((*id, stream.unconfirmed.clone()));
                     } else {
@@ -161,7 +162,7 @@ impl Sessions {
                 }
                 // Set under the same lock as the scan: a stream opened after the scan compares
                 // its deadline with this, not with the previous wake.
-                *lock(&self.watchdog_at) = next;
+                state.watchdog_at = next;
             }
             for (id, why) in expired {
                 self.end(id, End::LockLost(LockLost::Expired(why)), "lock");
@@ -176,7 +177,7 @@ impl Sessions {
 
     async fn refresh_all(self: &Arc<Self>) {
         let (ids, leases): (Vec<u64>, Vec<Lease>) =
-            self.held().iter().map(|(id, held)| (*id, held.lease.clone())).unzip();
+            self.state().held.iter().map(|(id, held)| (*id, held.lease.clone())).unzip();
         if leases.is_empty() {
             return;
         }
@@ -193,9 +194,9 @@ impl Sessions {
         let mut lost = Vec::new();
         let mut unconfirmed = 0;
         {
-            let mut held = self.held();
+            let mut state = self.state();
             for ((id, lease), outcome) in ids.into_iter().zip(&leases).zip(outcomes) {
-                let Some(stream) = held.get_mut(&id) else { continue };
+                let Some(stream) = state.held.get_mut(&id) else { continue };
                 match outcome {
                     Ok(valid_until) => {
                         stream.deadline = stream.deadline.max(self.deadline(valid_until));
@@ -217,7 +218,7 @@ impl Sessions {
             self.end(id, End::LockLost(why.into()), "lock");
         }
         if unconfirmed > 0 {
-            let example = self.held().values().find_map(|held| held.unconfirmed.clone());
+            let example = self.state().held.values().find_map(|held| held.unconfirmed.clone());
             let why = example.map(|e| e.to_string());
             tracing::warn!(
                 locks = unconfirmed,
@@ -230,7 +231,7 @@ impl Sessions {
     /// Publishes this instance's open streams and, when it holds more than its share of the
     /// fleet's for long enough, hands the excess off.
     async fn rebalance(self: &Arc<Self>) {
-        let own = self.held().len() as u64;
+        let own = self.state().held.len() as u64;
         let ttl = self.config.rebalance_period() * FLEET_ENTRY_PERIODS;
         let fleet = match self.locks.publish(&self.config.hostname, own, ttl).await {
             Ok(fleet) => fleet,
@@ -242,7 +243,7 @@ impl Sessions {
         if !self.config.rebalance {
             return;
         }
-        let decision = lock(&self.rebalancer).tick(own, fleet.values().copied());
+        let decision = self.state().rebalancer.tick(own, fleet.values().copied());
         if decision.hand_off > 0 {
             tracing::info!(own, fair = decision.fair, hand_off = decision.hand_off, ?fleet, "rebalancing");
             self.hand_off(decision.hand_off as usize, decision.fair as usize).await;
@@ -256,12 +257,12 @@ impl Sessions {
         // Until the next tick that may decide (the one after is quiet): long enough for the moved
         // clients' retries to find the other instances, short enough not to outlive the view.
         let until = Instant::now() + self.config.rebalance_period() * 2;
-        *lock(&self.drain) = Some(Drain { target: fair, until });
         let moving: Vec<Held> = {
-            let mut held = self.held();
-            let mut ids: Vec<u64> = held.keys().copied().collect();
+            let mut state = self.state();
+            state.drain = Some(Drain { target: fair, until });
+            let mut ids: Vec<u64> = state.held.keys().copied().collect();
             ids.sort_unstable_by(|a, b| b.cmp(a));
-            ids.into_iter().take(count).filter_map(|id| held.remove(&id)).collect()
+            ids.into_iter().take(count).filter_map(|id| state.held.remove(&id)).collect()
         };
         let started = Instant::now();
         let leases: Vec<Lease> = moving.iter().map(|held| held.lease.clone()).collect();
@@ -276,7 +277,7 @@ impl Sessions {
 
     /// Ends stream `id` if it is still open; its lease when it was.
     pub(super) fn end(&self, id: u64, why: End, reason: &str) -> Option<Lease> {
-        let held = self.held().remove(&id)?;
+        let held = self.state().held.remove(&id)?;
         tracing::info!(user = %held.lease.user, profile = %held.lease.profile, stream = id, ?why, "stream ended by the refresher");
         self.metrics.lost.with_label_values(&[reason]).inc();
         let _ = held.end.send(why);

@@ -40,7 +40,6 @@ const UPSTREAM_TEXT_CHARS: usize = 200;
 
 /// The settings' defaults: one definition for the flags and for [`BaseClientConfig::new`].
 pub mod defaults {
-    use std::sync::LazyLock;
     use std::time::Duration;
 
     /// base on this machine, on its default port.
@@ -52,10 +51,6 @@ pub mod defaults {
     /// Two more attempts ride out a restarting pod without multiplying a real outage's load.
     pub const RETRIES: u32 = 2;
 
-    pub(crate) static CONNECT_TIMEOUT_TEXT: LazyLock<String> =
-        LazyLock::new(|| kubescaler_core::duration::text(CONNECT_TIMEOUT));
-    pub(crate) static TIMEOUT_TEXT: LazyLock<String> =
-        LazyLock::new(|| kubescaler_core::duration::text(TIMEOUT));
 }
 
 #[derive(Debug, Clone, Args)]
@@ -65,11 +60,11 @@ pub struct BaseClientConfig {
     pub url: String,
 
     /// Time allowed to open a connection to base.
-    #[arg(id = "base_connect_timeout", long = "base-connect-timeout", env = "BASE_CONNECT_TIMEOUT", value_name = "BASE_CONNECT_TIMEOUT", value_parser = duration::parse, default_value = defaults::CONNECT_TIMEOUT_TEXT.as_str())]
+    #[arg(id = "base_connect_timeout", long = "base-connect-timeout", env = "BASE_CONNECT_TIMEOUT", value_name = "BASE_CONNECT_TIMEOUT", value_parser = duration::parse, default_value = duration::text(defaults::CONNECT_TIMEOUT))]
     pub connect_timeout: Duration,
 
     /// Time allowed for one request to base, answer included.
-    #[arg(id = "base_timeout", long = "base-timeout", env = "BASE_TIMEOUT", value_name = "BASE_TIMEOUT", value_parser = duration::parse, default_value = defaults::TIMEOUT_TEXT.as_str())]
+    #[arg(id = "base_timeout", long = "base-timeout", env = "BASE_TIMEOUT", value_name = "BASE_TIMEOUT", value_parser = duration::parse, default_value = duration::text(defaults::TIMEOUT))]
     pub timeout: Duration,
 
     /// Extra attempts of an idempotent request when base is unreachable or answers 502/503/504.

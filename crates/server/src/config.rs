@@ -20,9 +20,13 @@ pub struct CommonArgs {
 
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT before the
     /// process exits anyway.
-    #[arg(long, env = "SHUTDOWN_GRACE", value_parser = duration::parse, default_value = "10s")]
+    #[arg(long, env = "SHUTDOWN_GRACE", value_parser = duration::parse, default_value = duration::text(DEFAULT_SHUTDOWN_GRACE))]
     pub shutdown_grace: Duration,
 }
+
+/// Within Kubernetes' default 30 s termination grace, with room for the drain of every lock
+/// after the requests.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// An instance's name when `HOSTNAME` is not set (under Kubernetes it is the pod name).
 pub const DEFAULT_HOSTNAME: &str = "localhost";

@@ -50,7 +50,6 @@ pub mod defaults {
     pub const TIMEOUT: Duration = Duration::from_secs(10);
     /// Two more attempts ride out a restarting pod without multiplying a real outage's load.
     pub const RETRIES: u32 = 2;
-
 }
 
 #[derive(Debug, Clone, Args)]

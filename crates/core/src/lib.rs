@@ -9,6 +9,9 @@
 //! - [`bindings`]: the binding changes base announces and stream acts on.
 //! - [`duration`]: the syntax of every duration setting (`10s`, `250ms`).
 //! - [`pairs`]: files of `user profile` lines, as the load tools read them.
+//! - [`percentile`]: the percentiles every measurement report states.
+//! - [`retry`]: when a refused client may try again (`retry_after_ms`, `Retry-After`).
+//! - [`sync`]: the policy for a poisoned mutex ([`sync::lock`]).
 //! - `openapi` (feature `openapi`): the values' OpenAPI schemas, with the limits they enforce.
 
 pub mod bindings;
@@ -20,6 +23,9 @@ pub mod model;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod pairs;
+pub mod percentile;
+pub mod retry;
+pub mod sync;
 
 pub use codes::ErrorCode;
 pub use ids::{IdError, ProfileId, UserId};

@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use kubescaler_core::sync::lock;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default)]
@@ -103,26 +103,26 @@ fn get(counter: &AtomicU64) -> u64 {
 
 impl Counters {
     pub fn host_opened(&self, host: &str) {
-        *self.hosts.lock().unwrap_or_else(PoisonError::into_inner).entry(host.to_owned()).or_default() += 1;
+        *lock(&self.hosts).entry(host.to_owned()).or_default() += 1;
     }
 
     pub fn host_closed(&self, host: &str) {
-        let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut hosts = lock(&self.hosts);
         if let Some(open) = hosts.get_mut(host) {
             *open = open.saturating_sub(1);
         }
     }
 
     pub fn moved(&self, change: Move) {
-        self.moves.lock().unwrap_or_else(PoisonError::into_inner).push(change);
+        lock(&self.moves).push(change);
     }
 
     pub fn first_event(&self, us: u64) {
-        self.first_events.lock().unwrap_or_else(PoisonError::into_inner).push(us);
+        lock(&self.first_events).push(us);
     }
 
     pub fn status(&self) -> Status {
-        let hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        let hosts = lock(&self.hosts);
         Status {
             open: get(&self.open),
             opened: get(&self.opened),
@@ -152,9 +152,9 @@ impl Counters {
             lock_lost: get(&self.lock_lost),
             unbound: get(&self.unbound),
             churned: get(&self.churned),
-            moves: self.moves.lock().unwrap_or_else(PoisonError::into_inner).clone(),
-            first_events_us: self.first_events.lock().unwrap_or_else(PoisonError::into_inner).clone(),
-            hosts: self.hosts.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect(),
+            moves: lock(&self.moves).clone(),
+            first_events_us: lock(&self.first_events).clone(),
+            hosts: lock(&self.hosts).keys().cloned().collect(),
         }
     }
 }

@@ -4,9 +4,10 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kubescaler_core::sync::lock;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -117,7 +118,7 @@ impl Churn {
     }
 
     fn next(&self, done: Pair) -> Pair {
-        let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut spare = lock(&self.spare);
         spare.push_back(done);
         spare.pop_front().unwrap_or(done)
     }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use kubescaler_core::retry;
 use kubescaler_sse::{Event, message};
 
 use crate::counters::{Counters, Move, Why, add};
@@ -90,14 +91,11 @@ struct Ended {
 /// What a refusal says about trying again: `retry_after_ms` of the JSON answer, or its
 /// `Retry-After` header.
 async fn retry_after(response: reqwest::Response) -> Option<Duration> {
-    let header = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_secs);
+    // Read before the body, which takes the response.
+    let header =
+        response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body: serde_json::Value = response.json().await.unwrap_or_default();
-    body["retry_after_ms"].as_u64().map(Duration::from_millis).or(header)
+    retry::retry_after(body[retry::RETRY_AFTER_MS].as_u64(), header.as_deref())
 }
 
 /// One stream, until it ends or its future is dropped. It comes back after a `rebalance` or

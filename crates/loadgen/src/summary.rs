@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use kubescaler_core::percentile::percentile;
+
 use crate::args::Plan;
 use crate::counters::{Report, Status};
 use crate::source;
@@ -64,10 +66,7 @@ pub fn json(run: &Run, report: &Report) -> serde_json::Value {
     move_ms.sort_unstable();
     let mut first_events = report.first_events_us.clone();
     first_events.sort_unstable();
-    let percentile = |p: f64| {
-        let at = ((first_events.len() as f64 * p) as usize).min(first_events.len().saturating_sub(1));
-        first_events.get(at).map(|us| *us as f64 / 1000.0)
-    };
+    let first_event_ms = |p: f64| percentile(&first_events, p).map(|us| us as f64 / 1000.0);
     serde_json::json!({
         "url": run.plan.url_text(),
         "pairs": run.pairs,
@@ -86,9 +85,9 @@ pub fn json(run: &Run, report: &Report) -> serde_json::Value {
         "refused_and_retried_503": report.retried,
         "refused_locked_409_on_return": report.conflicts_on_return,
         "moves": report.moves,
-        "move_ms_median": move_ms.get(move_ms.len() / 2),
+        "move_ms_median": percentile(&move_ms, 0.5),
         "move_ms_max": move_ms.last(),
-        "first_event_ms": { "p50": percentile(0.5), "p99": percentile(0.99), "max": percentile(1.0) },
+        "first_event_ms": { "p50": first_event_ms(0.5), "p99": first_event_ms(0.99), "max": first_event_ms(1.0) },
         "hosts": report.hosts,
         "lock_lost": report.lock_lost,
         "unbound": report.unbound,

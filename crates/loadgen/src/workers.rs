@@ -13,10 +13,11 @@
 
 use std::ffi::OsString;
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use kubescaler_core::sync::lock;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -129,7 +130,7 @@ pub async fn lead(plan: &Plan, pairs: &[Pair], processes: usize, json: bool) -> 
     let ticker = Ticker::new(Some(started + plan.length()), stop.clone());
     while ticker.tick().await {
         let mut total = Status::default();
-        for status in latest.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        for status in lock(&latest).iter() {
             total.merge(status);
         }
         live.tick(&total);
@@ -201,7 +202,7 @@ async fn drive(
                 line = lines.next_line() => match line {
                     Ok(Some(line)) => match serde_json::from_str::<Line>(&line) {
                         Ok(Line::Status(status)) => {
-                            if let Some(slot) = latest.lock().unwrap_or_else(PoisonError::into_inner).get_mut(k) {
+                            if let Some(slot) = lock(&latest).get_mut(k) {
                                 *slot = status;
                             }
                         }

@@ -15,6 +15,7 @@ use fake::faker::name::en::Name;
 use futures::StreamExt;
 use kubescaler_core::UserId;
 use kubescaler_core::model::{ProfileBody, ProfileUsers, UserBody, UserName};
+use kubescaler_core::sync::lock;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -170,7 +171,7 @@ impl TestData {
     }
 
     pub fn progress(&self) -> Progress {
-        let guard = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = lock(&self.progress);
         let (mut progress, started) = guard.clone();
         if let (State::Running, Some(started)) = (progress.state, started) {
             progress.elapsed_seconds = started.elapsed().as_secs_f64();
@@ -179,7 +180,7 @@ impl TestData {
     }
 
     fn update(&self, f: impl FnOnce(&mut Progress)) {
-        let mut guard = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = lock(&self.progress);
         f(&mut guard.0);
     }
 
@@ -192,7 +193,7 @@ impl TestData {
         params.validate()?;
         let plan = Plan::draw(params);
         {
-            let mut guard = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = lock(&self.progress);
             if guard.0.state == State::Running {
                 return Err(StartError::Running);
             }

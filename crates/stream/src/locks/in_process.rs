@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use kubescaler_core::sync::lock;
 use kubescaler_core::{ProfileId, UserId};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -97,7 +98,7 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // Every change leaves the maps consistent before anything can panic: a poisoned state
         // is still a valid one.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.state)
     }
 }
 

@@ -7,7 +7,7 @@ use clap::Args;
 use kubescaler_core::duration;
 
 /// Where the Redis instances are. Several independent instances (not a cluster) make the
-/// lock a Redlock with a quorum of N/2+1.
+/// lock a Redlock with a quorum of them ([`quorum`](crate::instances::quorum)).
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
     /// Redis instances, comma-separated URLs.
@@ -24,11 +24,4 @@ pub struct RedisArgs {
     /// Time allowed to connect to, and to hear back from, one Redis instance.
     #[arg(id = "redis_timeout", long = "redis-timeout", env = "REDIS_TIMEOUT", value_name = "REDIS_TIMEOUT", value_parser = duration::parse, default_value = "1s")]
     pub timeout: Duration,
-}
-
-impl RedisArgs {
-    /// How many instances must answer (or agree) for a result to count.
-    pub fn quorum(&self) -> usize {
-        self.urls.len() / 2 + 1
-    }
 }

@@ -16,16 +16,21 @@ use crate::config::RedisArgs;
 const RECONNECT_RETRIES: usize = 1;
 const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(200);
 
+/// How many of `instances` must answer (or agree) for a result to count: a majority, N/2+1,
+/// so that two quorums always share an instance.
+pub const fn quorum(instances: usize) -> usize {
+    instances / 2 + 1
+}
+
 pub struct RedisInstances {
     /// Each instance's URL without its password (for messages), and its connection.
     instances: Vec<(String, ConnectionManager)>,
-    quorum: usize,
 }
 
 impl std::fmt::Debug for RedisInstances {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let urls: Vec<_> = self.instances.iter().map(|(url, _)| url.as_str()).collect();
-        f.debug_struct("RedisInstances").field("instances", &urls).field("quorum", &self.quorum).finish()
+        f.debug_struct("RedisInstances").field("instances", &urls).field("quorum", &self.quorum()).finish()
     }
 }
 
@@ -47,12 +52,12 @@ impl RedisInstances {
                 Ok((redact(url), manager))
             })
             .collect::<Result<_, redis::RedisError>>()?;
-        Ok(Self { instances, quorum: config.quorum() })
+        Ok(Self { instances })
     }
 
-    /// How many instances must answer: N/2+1.
+    /// How many of these instances must answer: [`quorum`].
     pub fn quorum(&self) -> usize {
-        self.quorum
+        quorum(self.instances.len())
     }
 
     /// Runs `call` on every instance's connection at once: each instance's answer, in the order
@@ -95,18 +100,14 @@ impl RedisInstances {
         command: &redis::Cmd,
     ) -> Result<Vec<T>, QuorumError> {
         let (answers, failures) = self.on_all(command).await;
-        if answers.len() >= self.quorum {
+        let needed = self.quorum();
+        if answers.len() >= needed {
             if !failures.is_empty() {
                 tracing::warn!(failures = %Failures(&failures), "some Redis instances did not answer; a quorum did");
             }
             Ok(answers)
         } else {
-            Err(QuorumError {
-                answered: answers.len(),
-                instances: self.instances.len(),
-                needed: self.quorum,
-                failures,
-            })
+            Err(QuorumError { answered: answers.len(), instances: self.instances.len(), needed, failures })
         }
     }
 }
@@ -162,6 +163,11 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quorum_is_a_majority() {
+        assert_eq!([1, 2, 3, 4, 5].map(quorum), [1, 2, 2, 3, 3]);
+    }
 
     #[test]
     fn passwords_never_reach_logs() {

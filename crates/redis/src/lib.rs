@@ -11,4 +11,4 @@ pub mod config;
 pub mod instances;
 
 pub use config::RedisArgs;
-pub use instances::{Failures, InstanceError, QuorumError, RedisInstances, redact};
+pub use instances::{Failures, InstanceError, QuorumError, RedisInstances, quorum, redact};

@@ -1,14 +1,39 @@
-//! Server-sent events as kubescaler's clients read them — `loadgen`, `kubescaler-bench` and the
-//! stream tests — so that they agree with each other, and with a browser's `EventSource`, on
-//! what an event is.
+//! Server-sent events as stream writes them and its clients read them — `loadgen`,
+//! `kubescaler-bench` and the stream tests — so that the writer, the readers and a browser's
+//! `EventSource` agree on what an event is.
 //!
 //! - [`Parser`]: bytes in, as they come off the connection; complete [`Event`]s out.
-//! - [`message`]: the fields of stream's messages a client needs (its `host`, its
-//!   `timestamp`) without decoding the tens of kilobytes of data that follow them.
+//! - [`event`] and [`opening`]: the frames that are not messages, written.
+//! - [`message`]: the layout of stream's messages, written once per message by stream's feed
+//!   and read back by clients (its `host`, its `timestamp`) without decoding the tens of
+//!   kilobytes of data that follow.
 
 pub mod message;
 
+use std::fmt::Display;
 use std::time::Duration;
+
+/// The field names of the SSE lines, for the writers and the parser alike.
+pub const EVENT: &str = "event";
+pub const ID: &str = "id";
+pub const DATA: &str = "data";
+pub const RETRY: &str = "retry";
+
+/// A named event (`lock-lost`, `unbound`, `shutdown`, `refused`, …) with one line of data, and
+/// the pause an `EventSource` should take before it reconnects when `retry` is given. The
+/// data's `Display` must not hold a line end: compact JSON does not.
+pub fn event(name: &str, data: impl Display, retry: Option<Duration>) -> String {
+    match retry {
+        Some(retry) => format!("{RETRY}: {}\n{EVENT}: {name}\n{DATA}: {data}\n\n", retry.as_millis()),
+        None => format!("{EVENT}: {name}\n{DATA}: {data}\n\n"),
+    }
+}
+
+/// What a stream sends first: the reconnection pause, and a comment, so that the client sees
+/// the stream open before the first message is due.
+pub fn opening(retry: Duration) -> String {
+    format!("{RETRY}: {}\n: stream open\n\n", retry.as_millis())
+}
 
 /// One event: the fields of the lines before a blank line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -124,11 +149,11 @@ impl Parser {
         };
         let event = &mut self.pending;
         match name {
-            "event" => event.event = Some(value.to_owned()),
+            EVENT => event.event = Some(value.to_owned()),
             // As an `EventSource` does: an id holding NUL is ignored, not kept.
-            "id" if value.contains('\0') => return,
-            "id" => event.id = Some(value.to_owned()),
-            "data" => {
+            ID if value.contains('\0') => return,
+            ID => event.id = Some(value.to_owned()),
+            DATA => {
                 if self.data_lines > 0 {
                     event.data.push('\n');
                 }
@@ -137,13 +162,11 @@ impl Parser {
             }
             // Only ASCII digits are a retry (`+500` or ` 5` are not); any other value is ignored
             // rather than clearing one read before, as an `EventSource` does.
-            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                match value.parse() {
-                    Ok(ms) => event.retry = Some(Duration::from_millis(ms)),
-                    Err(_) => return,
-                }
-            }
-            "retry" => return,
+            RETRY if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => match value.parse() {
+                Ok(ms) => event.retry = Some(Duration::from_millis(ms)),
+                Err(_) => return,
+            },
+            RETRY => return,
             _ => return,
         }
         self.fields += 1;
@@ -202,6 +225,20 @@ mod tests {
     fn data_lines_join_and_line_ends_vary() {
         let got = events(&[b"data:a\r\ndata: b\rdata\n\r", b"\n"]);
         assert_eq!(got, vec![Event { data: "a\nb\n".into(), ..Event::default() }]);
+    }
+
+    #[test]
+    fn written_frames_read_back_as_written() {
+        let opening = opening(Duration::from_millis(500));
+        assert_eq!(opening, "retry: 500\n: stream open\n\n");
+        let plain = event("shutdown", "{\"reason\":\"stopping\"}", None);
+        assert_eq!(plain, "event: shutdown\ndata: {\"reason\":\"stopping\"}\n\n");
+        let retried = event("refused", 7, Some(Duration::from_millis(100)));
+        assert_eq!(retried, "retry: 100\nevent: refused\ndata: 7\n\n");
+        let read = events(&[opening.as_bytes(), plain.as_bytes(), retried.as_bytes()]);
+        assert_eq!(read.len(), 3);
+        assert_eq!((read[1].name(), read[1].data.as_str()), ("shutdown", "{\"reason\":\"stopping\"}"));
+        assert_eq!((read[2].name(), read[2].retry), ("refused", Some(Duration::from_millis(100))));
     }
 
     #[test]

@@ -3,10 +3,10 @@
 //! only ever sees the newest frame: a client slower than the rate skips messages instead of
 //! queueing them, and sees the skip as a gap in `seq` (the SSE `id`).
 
-use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use kubescaler_sse::message;
 use rand::distr::{Alphanumeric, SampleString};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -60,12 +60,10 @@ pub fn start(
                 }
             }
             let offset = rng.random_range(0..=pool.len() - message_bytes);
-            let message = &pool[offset..offset + message_bytes];
+            let text = &pool[offset..offset + message_bytes];
             let timestamp = humantime::format_rfc3339_millis(SystemTime::now());
-            if tx
-                .send(Some(Frame { seq, bytes: encode(seq, &host, &timestamp.to_string(), message) }))
-                .is_err()
-            {
+            let bytes = Bytes::from(message::encode(seq, &host, &timestamp.to_string(), text));
+            if tx.send(Some(Frame { seq, bytes })).is_err() {
                 return;
             }
         }
@@ -73,20 +71,9 @@ pub fn start(
     rx
 }
 
-/// `id: <seq>`, then the JSON message `{"host","timestamp","seq","message"}` written directly:
-/// `host` is already JSON, the timestamp and the alphanumeric data need no escaping.
-fn encode(seq: u64, host_json: &str, timestamp: &str, message: &str) -> Bytes {
-    let mut frame = String::with_capacity(message.len() + host_json.len() + 120);
-    let _ = write!(
-        frame,
-        "id: {seq}\ndata: {{\"host\":{host_json},\"timestamp\":\"{timestamp}\",\"seq\":{seq},\"message\":\"{message}\"}}\n\n"
-    );
-    Bytes::from(frame)
-}
-
 /// A named event that ends a stream: `lock-lost`, `unbound`, `shutdown`.
 pub fn control(event: &str, data: &serde_json::Value) -> Bytes {
-    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+    Bytes::from(kubescaler_sse::event(event, data, None))
 }
 
 #[cfg(test)]
@@ -104,9 +91,9 @@ mod tests {
         assert!(text.ends_with("}\n\n"));
         let json: serde_json::Value =
             serde_json::from_str(text.lines().nth(1).unwrap().strip_prefix("data: ").unwrap()).unwrap();
-        assert_eq!(json["host"], "pod \"1\"", "the host is escaped");
-        assert_eq!(json["seq"], frame.seq);
-        assert_eq!(json["message"].as_str().unwrap().len(), 1000);
+        assert_eq!(json[message::HOST], "pod \"1\"", "the host is escaped");
+        assert_eq!(json[message::SEQ], frame.seq);
+        assert_eq!(json[message::MESSAGE].as_str().unwrap().len(), 1000);
         shutdown.cancel();
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
+use kubescaler_base::cassandra::cql;
 use kubescaler_core::{ProfileId, UserId};
 use uuid::Uuid;
 
@@ -26,10 +27,8 @@ pub async fn seed(
 ) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(probes_per_profile <= users_per_profile, "more probes than users in a profile");
     let started = Instant::now();
-    let insert_user =
-        session.prepare(format!("INSERT INTO {keyspace}.user (id, name) VALUES (?, ?)")).await?;
-    let insert_profile =
-        session.prepare(format!("INSERT INTO {keyspace}.profile (id, users) VALUES (?, ?)")).await?;
+    let insert_user = session.prepare(cql::insert_user(keyspace)).await?;
+    let insert_profile = session.prepare(cql::insert_profile(keyspace)).await?;
     let plan: Vec<(Uuid, Vec<Uuid>)> = (0..profiles)
         .map(|_| (Uuid::new_v4(), (0..users_per_profile).map(|_| Uuid::new_v4()).collect()))
         .collect();
@@ -191,8 +190,7 @@ impl Percentiles {
     }
 
     fn ms(&self, p: f64) -> Option<f64> {
-        let at = ((self.0.len() as f64 * p).ceil() as usize).clamp(1, self.0.len().max(1)) - 1;
-        self.0.get(at).map(|d| d.as_secs_f64() * 1000.0)
+        kubescaler_core::percentile::percentile(&self.0, p).map(|d| d.as_secs_f64() * 1000.0)
     }
 
     fn summary(&self) -> serde_json::Value {

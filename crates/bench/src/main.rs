@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use kubescaler_base::paging;
+use kubescaler_base::{cassandra, paging};
 use kubescaler_core::duration;
 use kubescaler_core::{ProfileId, UserId, keys, pairs};
 use scylla::client::session::Session;
@@ -205,9 +205,7 @@ async fn main() -> anyhow::Result<()> {
         Command::SeedProfiles { cql, profiles, user, holding } => seed(&cql, profiles, user, holding).await,
         Command::CqlProfilesOfUser { cql, user, load } => {
             let session = Arc::new(connect(&cql).await?);
-            let mut statement = session
-                .prepare(format!("SELECT id, users FROM {}.profile WHERE users CONTAINS ?", cql.keyspace))
-                .await?;
+            let mut statement = session.prepare(cassandra::cql::profiles_of_user(&cql.keyspace)).await?;
             statement.set_page_size(paging::PAGE_SIZE);
             let expected = count_rows(&session, &statement, user).await?;
             run(&load, expected, move || {
@@ -372,8 +370,7 @@ async fn seed_login(base_url: &str, redis_url: &str, profiles: usize, launched: 
 
 async fn seed(cql: &CqlArgs, profiles: usize, user: Uuid, holding: usize) -> anyhow::Result<()> {
     let session = Arc::new(connect(cql).await?);
-    let insert =
-        session.prepare(format!("INSERT INTO {}.profile (id, users) VALUES (?, ?)", cql.keyspace)).await?;
+    let insert = session.prepare(cassandra::cql::insert_profile(&cql.keyspace)).await?;
     let started = Instant::now();
     let results = futures::stream::iter(0..profiles)
         .map(|i| {

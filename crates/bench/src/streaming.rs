@@ -10,6 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use bytes::Bytes;
 use futures::StreamExt;
+use kubescaler_base::cassandra::cql;
+use kubescaler_core::percentile::percentile;
 use kubescaler_core::{ProfileId, UserId};
 use kubescaler_redis::RedisArgs;
 use kubescaler_sse::message;
@@ -25,7 +27,7 @@ pub async fn seed_pairs(
     keyspace: &str,
     count: usize,
 ) -> anyhow::Result<()> {
-    let insert = session.prepare(format!("INSERT INTO {keyspace}.profile (id, users) VALUES (?, ?)")).await?;
+    let insert = session.prepare(cql::insert_profile(keyspace)).await?;
     let pairs: Vec<(Uuid, Uuid)> = (0..count).map(|_| (Uuid::new_v4(), Uuid::new_v4())).collect();
     let results = futures::stream::iter(&pairs)
         .map(|(user, profile)| {
@@ -96,10 +98,7 @@ pub async fn sse_load(load: SseLoad) -> anyhow::Result<serde_json::Value> {
     firsts.sort();
     let mut heads: Vec<Duration> = ok.iter().filter_map(|s| s.head).collect();
     heads.sort();
-    let pct = |v: &[Duration], q: f64| {
-        v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
-            .map(|d| d.as_secs_f64() * 1000.0)
-    };
+    let pct = |v: &[Duration], q: f64| percentile(v, q).map(|d| d.as_secs_f64() * 1000.0);
     let mut ages: Vec<Duration> = ok.iter().filter_map(|s| s.newest_age).collect();
     ages.sort();
     Ok(serde_json::json!({
@@ -121,7 +120,7 @@ pub async fn sse_load(load: SseLoad) -> anyhow::Result<serde_json::Value> {
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+    percentile(&sorted, 0.5).unwrap_or(0.0)
 }
 
 async fn client(

@@ -5,16 +5,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
-use axum::http::Uri;
-use axum::routing::any;
 use kubescaler_base::store::Store;
 use kubescaler_main::Mount;
 use kubescaler_server::Service;
 use kubescaler_server::config::CommonArgs;
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use crate::backends;
 use crate::banner::banner;
@@ -76,22 +72,9 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
     Ok(Suite { base, front, url, demo: config.demo, store, shutdown })
 }
 
-/// Like the Ingress: /main and below to main, mounted here once, the rest to stream.
+/// Like the Ingress: /main and below to main, the rest to stream.
 fn front_door(main: Router, stream: Router) -> Router {
-    // `/main/` is main's root too, as `/main` is; nesting gives only the latter.
-    let main_root = main.clone();
-    Router::new()
-        .nest("/main", main)
-        .route(
-            "/main/",
-            any(move |mut request: Request| {
-                *request.uri_mut() = Uri::from_static("/");
-                // main matches `/` afresh; the front door's match would be prefixed to its route.
-                request.extensions_mut().remove::<MatchedPath>();
-                main_root.clone().oneshot(request)
-            }),
-        )
-        .merge(stream)
+    kubescaler_main::routes::under_prefix(main).merge(stream)
 }
 
 impl Suite {

@@ -14,7 +14,7 @@ use kubescaler_core::model::{Profile, ProfileBody, User, UserBody};
 use kubescaler_core::openapi::{NewProfile, NewUser};
 use kubescaler_core::{ErrorCode, ProfileId, UserId};
 use kubescaler_server::error::{Api, ApiPath};
-use kubescaler_server::openapi::{self, BodyErrors, ErrorBody, documented_host_name};
+use kubescaler_server::openapi::{self, BodyErrors, ErrorBody, Failure, documented_host_name};
 use kubescaler_server::{ApiError, ApiJson};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -111,28 +111,44 @@ pub(crate) fn describe(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenAp
     )
 }
 
-/// What every operation on the store may answer besides its own result.
+/// What every operation on the store may answer besides its own result. A store's failure
+/// becomes an [`ApiError`] only through this enum, so the answers the mapping gives are the
+/// ones the operations describe.
 #[derive(Debug, utoipa::IntoResponses)]
-#[allow(dead_code)]
 enum StoreErrors {
     /// The store does not answer: `unavailable`, `dependency` names it
     #[response(status = 503)]
-    Unavailable(ErrorBody),
+    Unavailable(Failure),
     /// An unexpected failure: `internal`, the cause is in the service's logs
     #[response(status = 500)]
-    Internal(ErrorBody),
+    Internal(Failure),
 }
 
-/// A store's failure as the answer [`StoreErrors`] describes: unavailable names the backend and
-/// what it was doing; internal says nothing; the backend's own error goes to the log either way.
-impl From<StoreError> for ApiError {
+/// Unavailable names the backend and what it was doing; internal says nothing; the backend's
+/// own error goes to the log either way.
+impl From<StoreError> for StoreErrors {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable { backend, .. } => {
-                ApiError::unavailable(backend, error.to_string()).caused_by(Arc::new(error))
-            }
-            internal @ StoreError::Internal { .. } => ApiError::internal(internal),
+            StoreError::Unavailable { backend, .. } => Self::Unavailable(Failure(
+                ApiError::unavailable(backend, error.to_string()).caused_by(Arc::new(error)),
+            )),
+            internal @ StoreError::Internal { .. } => Self::Internal(Failure(ApiError::internal(internal))),
         }
+    }
+}
+
+impl From<StoreErrors> for ApiError {
+    fn from(errors: StoreErrors) -> Self {
+        match errors {
+            StoreErrors::Unavailable(answer) | StoreErrors::Internal(answer) => answer.into(),
+        }
+    }
+}
+
+/// A store's failure as [`StoreErrors`] describes it.
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        StoreErrors::from(error).into()
     }
 }
 

@@ -34,7 +34,8 @@ pub enum Mount {
     /// At `/x` and at `/main/x`: main on its own, behind the Ingress (which passes `/main/x` on
     /// unchanged) or reached directly.
     RootAndPrefix,
-    /// At `/x` only, for a front door that nests the whole of main under `/main` itself.
+    /// At `/x` only, for a front door that mounts the whole of main under `/main` itself
+    /// ([`routes::under_prefix`]).
     Root,
 }
 

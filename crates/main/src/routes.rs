@@ -1,6 +1,6 @@
 //! main's REST API. A main of its own serves it both at the root and under `/main` (the
 //! Ingress passes `/main/x` on unchanged; without an Ingress `/x` works too); the all-in-one's
-//! front door nests the root form under `/main` itself, so there is one `/main` either way.
+//! front door mounts the root form under `/main` with the same [`under_prefix`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,8 +15,7 @@ use axum::routing::any;
 use kubescaler_core::model::{Profile, User};
 use kubescaler_core::{ErrorCode, ProfileId, UserId};
 use kubescaler_server::error::{Api, ApiPath, ApiQuery, method_not_allowed_response, no_route_for};
-use kubescaler_server::host_name;
-use kubescaler_server::openapi::{self, ErrorBody, documented_host_name};
+use kubescaler_server::openapi::{self, ErrorBody, Failure, documented_host_name};
 use kubescaler_server::{ApiError, ApiJson};
 use subtle::ConstantTimeEq;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -25,7 +24,7 @@ use utoipa_axum::routes;
 
 use crate::launched::{LaunchedReader, RegistryError};
 use crate::testdata::{Params, Progress, StartError, TestData};
-use kubescaler_base_client::BaseClient;
+use kubescaler_base_client::{BaseClient, BaseError};
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -157,12 +156,21 @@ const DOCS_PAGE: &str = r##"<!DOCTYPE html>
 </html>
 "##;
 
-/// The API at the root and again under `/main`, for a main of its own.
+/// Where main's API answers besides the root: what the Ingress passes on unchanged, and where
+/// the all-in-one's front door mounts main.
+pub const PREFIX: &str = "/main";
+
+/// `main` under [`PREFIX`]: `/main/x` for each `/x`, and main's root at both `/main` and
+/// `/main/`. The one mounting of main under its prefix, for a main of its own ([`router`]) and
+/// for the all-in-one's front door.
+pub fn under_prefix(main: Router) -> Router {
+    kubescaler_server::router::nest_with_root(PREFIX, main)
+}
+
+/// The API at the root and again under [`PREFIX`], for a main of its own.
 pub fn router(state: AppState) -> Router {
-    // `/main/` is the root too, as `/main` is; nesting gives only the latter.
-    let root = Router::new().route("/main/", host_name(&state.hostname));
     let api = api(state);
-    Router::new().merge(api.clone()).nest("/main", api).merge(root)
+    api.clone().merge(under_prefix(api))
 }
 
 /// `/{user_id}/{profile_id}` catches every two-segment path and every method, so that what is
@@ -173,29 +181,52 @@ fn agent_page_route() -> UtoipaMethodRouter<AppState> {
     (schemas, paths, any(agent_page))
 }
 
-/// What every operation that calls base may answer besides its own result.
+/// What every operation that calls base may answer besides its own result. base's failures
+/// (and the registry's, for `/login`) become an [`ApiError`] only through this enum, so the
+/// answers the mapping gives are the ones the operations describe.
 #[derive(Debug, utoipa::IntoResponses)]
-#[allow(dead_code)]
 enum BaseErrors {
     /// base failed, or sent an answer that cannot be read: `bad_gateway`
     #[response(status = 502)]
-    BadGateway(ErrorBody),
+    BadGateway(Failure),
     /// base does not answer (`unavailable`, `dependency`: `base`); for `/login`, also a quorum of
     /// the Redis instances (`dependency`: `redis`)
     #[response(status = 503)]
-    Unavailable(ErrorBody),
+    Unavailable(Failure),
     /// base did not answer in time: `gateway_timeout`
     #[response(status = 504)]
-    Timeout(ErrorBody),
-    /// An unexpected failure: `internal`, the cause is in the service's logs
-    #[response(status = 500)]
-    Internal(ErrorBody),
+    Timeout(Failure),
+}
+
+/// base's failure as the gateway main then is. A refusal of base's own that is not a server
+/// error is passed on as it came; main's calls are ones base answers with none.
+impl From<BaseError> for BaseErrors {
+    fn from(error: BaseError) -> Self {
+        let answer = ApiError::upstream(error);
+        match answer.status() {
+            StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(Failure(answer)),
+            StatusCode::GATEWAY_TIMEOUT => Self::Timeout(Failure(answer)),
+            _ => Self::BadGateway(Failure(answer)),
+        }
+    }
 }
 
 /// The registry not answering is Redis unavailable, named as the dependency.
-impl From<RegistryError> for ApiError {
+impl From<RegistryError> for BaseErrors {
     fn from(error: RegistryError) -> Self {
-        ApiError::unavailable(error.backend(), error.to_string()).caused_by(Arc::new(error))
+        Self::Unavailable(Failure(
+            ApiError::unavailable(error.backend(), error.to_string()).caused_by(Arc::new(error)),
+        ))
+    }
+}
+
+impl From<BaseErrors> for ApiError {
+    fn from(errors: BaseErrors) -> Self {
+        match errors {
+            BaseErrors::BadGateway(answer)
+            | BaseErrors::Unavailable(answer)
+            | BaseErrors::Timeout(answer) => answer.into(),
+        }
     }
 }
 
@@ -256,7 +287,7 @@ async fn require_admin(admin_token: Option<Arc<str>>, request: Request, next: Ne
 )]
 #[tracing::instrument(skip_all)]
 async fn users(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<User>>> {
-    Ok(ApiJson(state.base.list_users().await.map_err(ApiError::upstream)?))
+    Ok(ApiJson(state.base.list_users().await.map_err(BaseErrors::from)?))
 }
 
 #[utoipa::path(
@@ -271,7 +302,7 @@ async fn users(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<User>>> {
 )]
 #[tracing::instrument(skip_all)]
 async fn profiles(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<Profile>>> {
-    Ok(ApiJson(state.base.list_profiles().await.map_err(ApiError::upstream)?))
+    Ok(ApiJson(state.base.list_profiles().await.map_err(BaseErrors::from)?))
 }
 
 #[utoipa::path(
@@ -288,7 +319,7 @@ async fn profiles(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<Profil
 /// gives the same answer.
 #[tracing::instrument(skip_all)]
 async fn suggested(State(state): State<AppState>) -> ApiResult<ApiJson<Vec<UserId>>> {
-    let profiles = state.base.list_profiles().await.map_err(ApiError::upstream)?;
+    let profiles = state.base.list_profiles().await.map_err(BaseErrors::from)?;
     let mut counts: BTreeMap<UserId, usize> = BTreeMap::new();
     for user in profiles.iter().flat_map(|p| p.users.iter()) {
         *counts.entry(user).or_default() += 1;
@@ -315,8 +346,8 @@ async fn login(
     State(state): State<AppState>,
     Api(Path(user)): ApiPath<UserId>,
 ) -> ApiResult<ApiJson<Vec<ProfileId>>> {
-    let profiles = state.base.profiles_of_user(user).await.map_err(ApiError::upstream)?;
-    let launched = state.launched.launched(user, &profiles).await?;
+    let profiles = state.base.profiles_of_user(user).await.map_err(BaseErrors::from)?;
+    let launched = state.launched.launched(user, &profiles).await.map_err(BaseErrors::from)?;
     Ok(ApiJson(profiles.into_iter().zip(launched).filter_map(|(p, on)| on.then_some(p)).collect()))
 }
 
@@ -414,8 +445,8 @@ async fn drop_testdata(State(state): State<AppState>) -> ApiResult<StatusCode> {
             "a test data generation is running; wait until GET /testdata says it ended",
         ));
     }
-    state.base.delete_all_profiles().await.map_err(ApiError::upstream)?;
-    state.base.delete_all_users().await.map_err(ApiError::upstream)?;
+    state.base.delete_all_profiles().await.map_err(BaseErrors::from)?;
+    state.base.delete_all_users().await.map_err(BaseErrors::from)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -5,7 +5,8 @@
 //!   extractors that turn rejections into it.
 //! - [`config`] and [`telemetry`]: the flags every binary shares and `tracing` set-up.
 //! - [`router`]: a service's API wrapped with `/livez`, `/health`, `/readyz`, `/metrics`, JSON
-//!   fallbacks, the body limit, request ids and spans ([`service_router`]).
+//!   fallbacks, the body limit, request ids and spans ([`service_router`]); a router mounted
+//!   under a prefix with its root at both `/p` and `/p/` ([`router::nest_with_root`]).
 //! - [`readiness`]: what `/readyz` asks ([`Probe`], and [`Ping`] for any dependency that can
 //!   be pinged).
 //! - [`metrics`]: request count and latency per route ([`HttpMetrics`]).

@@ -4,8 +4,11 @@
 //! The services describe their API next to each handler (`#[utoipa::path]`) and register
 //! handlers only through `utoipa_axum::routes!`, so a route and its description are one
 //! registration and cannot drift apart; the tests probe every documented operation and fail
-//! on a route literal the document lacks.
+//! on a route of the router's table the document lacks. A failure an operation describes is a
+//! variant of an `IntoResponses` enum holding a [`Failure`], which the service's error mapping
+//! produces, so the mapping cannot answer what the description leaves out.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::Router;
@@ -13,9 +16,13 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, get};
 use serde::Serialize;
-use utoipa::OpenApi;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
 use utoipa::openapi::{Info, OpenApi as Document, Server};
+use utoipa::{OpenApi, PartialSchema};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+
+use crate::ApiError;
 
 /// Every failure's body: `{"error": code, "message": …}`, and, depending on the failure, the
 /// fields below. Clients branch on `error`, never on `message`.
@@ -38,6 +45,37 @@ fn error_code() -> utoipa::openapi::schema::Object {
         .enum_values(Some(kubescaler_core::ErrorCode::ALL.iter().map(|code| code.as_str())))
         .description(Some("A stable code: clients branch on it, never on `message`"))
         .build()
+}
+
+/// An answer with the error body, as a variant of a service's `IntoResponses` enum carries it:
+/// described as [`ErrorBody`], holding the [`ApiError`] it is. A service's mapping of its errors
+/// produces such an enum, and only the enum turns into an `ApiError`, so an answer the mapping
+/// can give is one the description lists.
+#[derive(Debug)]
+pub struct Failure(pub ApiError);
+
+impl From<Failure> for ApiError {
+    fn from(Failure(answer): Failure) -> Self {
+        answer
+    }
+}
+
+impl utoipa::PartialSchema for Failure {
+    fn schema() -> RefOr<Schema> {
+        ErrorBody::schema()
+    }
+}
+
+impl utoipa::ToSchema for Failure {
+    // The error body's name, so every answer refers to the one `ErrorBody` component.
+    fn name() -> Cow<'static, str> {
+        ErrorBody::name()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((ErrorBody::name().into_owned(), ErrorBody::schema()));
+        <ErrorBody as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 /// What `/livez` and `/health` answer.
@@ -153,7 +191,6 @@ pub fn split(router: OpenApiRouter, doc: impl FnOnce(Document) -> Document) -> (
 /// The failures of reading a JSON body (`ApiJson`), as every operation that takes one answers
 /// them.
 #[derive(Debug, utoipa::IntoResponses)]
-#[allow(dead_code)]
 pub enum BodyErrors {
     /// The body is not JSON (`malformed_json`); or, where the operation says, a path id is not a
     /// UUID (`invalid_id`) or the body names an id it may not (`id_not_allowed`, `id_mismatch`)

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, Uri};
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{any, get};
 use kubescaler_core::model::MAX_BODY_BYTES;
 use serde_json::json;
+use tower::ServiceExt;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -42,6 +43,24 @@ pub(crate) async fn health() -> impl IntoResponse {
 pub fn host_name<S: Clone + Send + Sync + 'static>(name: &str) -> axum::routing::MethodRouter<S> {
     let name: Arc<str> = Arc::from(name);
     get(move || std::future::ready(name.to_string()))
+}
+
+/// `router` under `prefix`: `{prefix}/x` for each `/x` of it, and its root at both `{prefix}`
+/// and `{prefix}/` (nesting alone gives only the former, and links and bookmarks keep the
+/// slash).
+pub fn nest_with_root(prefix: &str, router: Router) -> Router {
+    // Reached through a handler, so the outer router's fallbacks cannot answer for it: another
+    // method on the root gets the same JSON 405 here as under `{prefix}`.
+    let root = router.clone().method_not_allowed_fallback(error::method_not_allowed);
+    Router::new().nest(prefix, router).route(
+        &format!("{prefix}/"),
+        any(move |mut request: Request| {
+            *request.uri_mut() = Uri::from_static("/");
+            // The nested router matches `/` afresh; the outer match would be prefixed to its route.
+            request.extensions_mut().remove::<MatchedPath>();
+            root.clone().oneshot(request)
+        }),
+    )
 }
 
 /// Wraps a service's API router with everything services share: the operational endpoints,

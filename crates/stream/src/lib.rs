@@ -78,7 +78,7 @@ pub fn app(
         .with_probe(Ping::probe(locks.backend(), locks, |locks| locks.ping()))
         .with_probe(Ping::probe("base", Arc::new(base), |base| Box::pin(base.ready())))
         .with_probe(refresher.probe());
-    let api = routes::router(sessions.clone(), &config.hostname);
+    let (api, _) = kubescaler_server::openapi::split(routes::router(sessions.clone()), routes::describe);
     let router = service_router(api, readiness, HttpMetrics::new(registry, "stream")?);
     Ok(App { router, sessions, refresher })
 }

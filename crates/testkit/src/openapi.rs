@@ -1,74 +1,121 @@
 //! Checks that a service's OpenAPI document tells the truth about what it serves.
 
+use std::fmt::Debug;
+
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::Http;
 
 /// The routes a service serves and the operations its OpenAPI document describes are the same
-/// set. `doc` is the document as served; `prefix` is where the API is mounted (`""` or
-/// `/main`); `sources` are the service's route-registering source files, whose `.route("…")`
-/// literals must each be a documented path or one of `undocumented` (files that are not API).
+/// set, both ways. `router` is the service's router as built, `http` reaches a service serving
+/// that router, `doc` is its document as served, `prefixes` are where the API is mounted (`""`,
+/// and `/main` for main), and `undocumented` lists the served paths that are no operation (the
+/// files of a page), as at the root.
 ///
-/// Every documented operation is sent once (ids filled in at random, `{}` as a body), so run
-/// it against a service whose data the test owns: it deletes.
+/// Every documented operation is sent once under every prefix (ids filled in at random, `{}` as
+/// a body), and must not meet the router's fallbacks; every other method on a documented path
+/// must meet the 405 one. Every path in the router's table must be a documented (or listed)
+/// path under one of the prefixes. Run it against a service whose data the test owns: it deletes.
 pub async fn assert_routes_match_document(
     http: &Http,
+    router: &impl Debug,
     doc: &Value,
-    prefix: &str,
-    sources: &[&str],
+    prefixes: &[&str],
     undocumented: &[&str],
 ) {
-    const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
     let paths = doc["paths"].as_object().expect("the document has paths");
     assert!(!paths.is_empty(), "the document describes no path");
-    for (path, item) in paths {
-        let concrete = fill_path_parameters(path);
-        // A path item may say it is served elsewhere (the operational endpoints: at the root).
-        let prefix = item["servers"][0]["url"].as_str().map_or(prefix, |url| url.trim_end_matches('/'));
-        for method in METHODS {
-            let documented = item.get(method).is_some();
-            let mut request = http.client.request(
-                Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
-                http.url(&format!("{prefix}{concrete}")),
-            );
-            if matches!(method, "post" | "put" | "patch") {
-                request = request.json(&serde_json::json!({}));
-            }
-            let response = request.send().await.unwrap();
-            let status = response.status();
-            let text = response.text().await.unwrap();
-            let code = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or_default();
-            let fallback = (status == StatusCode::NOT_FOUND && code == "no_route")
-                || (status == StatusCode::METHOD_NOT_ALLOWED && code == "method_not_allowed");
-            if documented {
-                assert!(
-                    !fallback,
-                    "{} {path} is documented but not served: {status} {text}",
-                    method.to_uppercase()
-                );
-            } else {
-                assert!(
-                    status == StatusCode::METHOD_NOT_ALLOWED && code == "method_not_allowed",
-                    "{} {path} is served ({status} {text}) but not documented",
-                    method.to_uppercase()
-                );
-            }
+    for prefix in prefixes {
+        for (path, item) in paths {
+            assert_served_as_documented(http, prefix, path, item).await;
         }
     }
-    for source in sources {
-        // The file's own tests may serve routes of their own.
-        let source = source.split("#[cfg(test)]").next().unwrap_or(source);
-        for literal in source.split(".route(\"").skip(1).filter_map(|rest| rest.split('"').next()) {
+    let served = route_table(router);
+    assert!(
+        served.iter().any(|path| paths.contains_key(path.as_str())),
+        "no route of the router's table is documented: {served:?}"
+    );
+    for path in &served {
+        let documented = prefixes.iter().any(|prefix| {
+            let Some(rest) = path.strip_prefix(prefix) else { return false };
+            // A router nested under a prefix serves its root at the bare prefix.
+            let rest = if rest.is_empty() { "/" } else { rest };
+            paths.contains_key(rest) || undocumented.contains(&rest)
+        });
+        assert!(documented, "the route {path} is served but not in the document");
+    }
+}
+
+/// Each method on `prefix` + `path` (the path item's own server instead, if it names one):
+/// served when documented, 405 when not.
+async fn assert_served_as_documented(http: &Http, prefix: &str, path: &str, item: &Value) {
+    const METHODS: [&str; 6] = ["get", "head", "post", "put", "delete", "patch"];
+    let concrete = fill_path_parameters(path);
+    // A path item may say it is served elsewhere (the operational endpoints: at the root).
+    let prefix = item["servers"][0]["url"].as_str().map_or(prefix, |url| url.trim_end_matches('/'));
+    for method in METHODS {
+        // axum answers HEAD with the GET's handler unless one is registered for it, and a HEAD's
+        // answer has no body to tell a fallback's 404 from the handler's own; only a HEAD the
+        // document describes, or a path with no GET, says something.
+        if method == "head" && item.get("head").is_none() && item.get("get").is_some() {
+            continue;
+        }
+        let documented = item.get(method).is_some();
+        let mut request = http.client.request(
+            Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+            http.url(&format!("{prefix}{concrete}")),
+        );
+        if matches!(method, "post" | "put" | "patch") {
+            request = request.json(&serde_json::json!({}));
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let code = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let fallback = if method == "head" {
+            status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED
+        } else {
+            (status == StatusCode::NOT_FOUND && code == "no_route")
+                || (status == StatusCode::METHOD_NOT_ALLOWED && code == "method_not_allowed")
+        };
+        let not_allowed =
+            status == StatusCode::METHOD_NOT_ALLOWED && (method == "head" || code == "method_not_allowed");
+        if documented {
             assert!(
-                paths.contains_key(literal) || undocumented.contains(&literal),
-                "the route {literal} is registered but not in the document"
+                !fallback,
+                "{} {prefix}{path} is documented but not served: {status} {text}",
+                method.to_uppercase()
+            );
+        } else {
+            assert!(
+                not_allowed,
+                "{} {prefix}{path} is served ({status} {text}) but not documented",
+                method.to_uppercase()
             );
         }
     }
+}
+
+/// The paths of a router's table. axum lists its routes nowhere but in its `Debug` output
+/// (`paths: {RouteId(n): "/x", …}`, the routes' first and the fallbacks' after them), so that is
+/// what is read; a change of that output fails the check above, which expects documented paths
+/// among them.
+fn route_table(router: &impl Debug) -> Vec<String> {
+    let text = format!("{router:?}");
+    let routes = text.split("fallback_router:").next().unwrap_or_default();
+    let mut paths: Vec<String> = routes
+        .split("RouteId(")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("): \"")?.1.split('"').next())
+        .map(str::to_owned)
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
 }
 
 /// `/users/{id}` → `/users/<random uuid>`.

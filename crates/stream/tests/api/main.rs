@@ -7,6 +7,7 @@ mod bindings;
 mod eventsource;
 mod helpers;
 mod lifecycle;
+mod openapi;
 mod outage;
 mod processes;
 mod rebalance;

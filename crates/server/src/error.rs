@@ -14,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use kubescaler_core::ErrorCode;
 use kubescaler_core::codes::{UpstreamError, UpstreamFailure};
 use serde::Serialize;
+
+use crate::openapi::{BodyErrors, Failure};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -211,26 +213,38 @@ where
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
-    let status = rejection.status();
-    let text = rejection.body_text();
-    match rejection {
-        JsonRejection::JsonSyntaxError(_) => {
-            ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedJson, text)
+    BodyErrors::from(rejection).into()
+}
+
+/// A body that cannot be read, as [`BodyErrors`] describes it.
+impl From<JsonRejection> for BodyErrors {
+    fn from(rejection: JsonRejection) -> Self {
+        let text = rejection.body_text();
+        match rejection {
+            JsonRejection::JsonSyntaxError(_) => {
+                Self::BadRequest(Failure(ApiError::bad_request(ErrorCode::MalformedJson, text)))
+            }
+            JsonRejection::JsonDataError(_) => Self::Invalid(Failure(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidBody,
+                text,
+            ))),
+            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType(Failure(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+                "expected a body with `Content-Type: application/json`",
+            ))),
+            rejection if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::TooLarge(Failure(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::BodyTooLarge,
+                    format!("request body is larger than {} bytes", kubescaler_core::model::MAX_BODY_BYTES),
+                )))
+            }
+            // The body could not be buffered for another reason than its size: the connection
+            // broke or the stream failed, which axum answers 400 too.
+            _ => Self::BadRequest(Failure(ApiError::bad_request(ErrorCode::UnreadableBody, text))),
         }
-        JsonRejection::JsonDataError(_) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidBody, text)
-        }
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::UnsupportedMediaType,
-            "expected a body with `Content-Type: application/json`",
-        ),
-        _ if status == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            status,
-            ErrorCode::BodyTooLarge,
-            format!("request body is larger than {} bytes", kubescaler_core::model::MAX_BODY_BYTES),
-        ),
-        _ => ApiError::new(status, ErrorCode::UnreadableBody, text),
     }
 }
 

@@ -189,20 +189,32 @@ pub fn split(router: OpenApiRouter, doc: impl FnOnce(Document) -> Document) -> (
 }
 
 /// The failures of reading a JSON body (`ApiJson`), as every operation that takes one answers
-/// them.
+/// them: what [`ApiJson`](crate::ApiJson)'s rejection mapping produces.
 #[derive(Debug, utoipa::IntoResponses)]
 pub enum BodyErrors {
-    /// The body is not JSON (`malformed_json`); or, where the operation says, a path id is not a
-    /// UUID (`invalid_id`) or the body names an id it may not (`id_not_allowed`, `id_mismatch`)
+    /// The body is not JSON (`malformed_json`) or cannot be read (`unreadable_body`); or, where
+    /// the operation says, a path id is not a UUID (`invalid_id`) or the body names an id it may
+    /// not (`id_not_allowed`, `id_mismatch`)
     #[response(status = 400)]
-    BadRequest(ErrorBody),
+    BadRequest(Failure),
     /// The body is larger than 1 MiB: `body_too_large`
     #[response(status = 413)]
-    TooLarge(ErrorBody),
+    TooLarge(Failure),
     /// The body is not `application/json`: `unsupported_media_type`
     #[response(status = 415)]
-    UnsupportedMediaType(ErrorBody),
+    UnsupportedMediaType(Failure),
     /// The JSON does not fit the schema or its limits: `invalid_body`, naming the field
     #[response(status = 422)]
-    Invalid(ErrorBody),
+    Invalid(Failure),
+}
+
+impl From<BodyErrors> for ApiError {
+    fn from(errors: BodyErrors) -> Self {
+        match errors {
+            BodyErrors::BadRequest(answer)
+            | BodyErrors::TooLarge(answer)
+            | BodyErrors::UnsupportedMediaType(answer)
+            | BodyErrors::Invalid(answer) => answer.into(),
+        }
+    }
 }

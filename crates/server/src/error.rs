@@ -11,8 +11,8 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Query, Request};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header, request::Parts};
 use axum::response::{IntoResponse, Response};
-use kubescaler_core::ErrorCode;
 use kubescaler_core::codes::{UpstreamError, UpstreamFailure};
+use kubescaler_core::{ErrorCode, retry};
 use serde::Serialize;
 
 use crate::openapi::{BodyErrors, Failure};
@@ -33,9 +33,6 @@ pub struct ApiError {
     /// For the log only: never sent to the client.
     cause: Option<Cause>,
 }
-
-/// The body field that says when to retry, to the millisecond (`Retry-After` counts seconds).
-const RETRY_AFTER_MS: &str = "retry_after_ms";
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
@@ -106,7 +103,7 @@ impl ApiError {
     /// whole seconds (rounded up, at least one) for clients that read only the header.
     pub fn with_retry_after_ms(self, after: Duration) -> Self {
         let millis = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
-        self.with_retry_after(millis.div_ceil(1000).max(1)).with_field(RETRY_AFTER_MS, millis)
+        self.with_retry_after(retry::header_secs(after)).with_field(retry::RETRY_AFTER_MS, millis)
     }
 
     /// An extra field in the JSON body, e.g. which dependency failed.
@@ -130,11 +127,8 @@ impl ApiError {
     /// When the client may try again, if the error says: the body's `retry_after_ms`, which is
     /// exact, else the `Retry-After` header's seconds.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.extra
-            .get(RETRY_AFTER_MS)
-            .and_then(Value::as_u64)
-            .map(Duration::from_millis)
-            .or(self.retry_after_secs.map(Duration::from_secs))
+        let millis = self.extra.get(retry::RETRY_AFTER_MS).and_then(Value::as_u64);
+        millis.map(Duration::from_millis).or(self.retry_after_secs.map(Duration::from_secs))
     }
 
     /// The JSON body: `{"error": code, "message": …}` and the extra fields.

@@ -18,6 +18,9 @@ pub const EVENT: &str = "event";
 pub const ID: &str = "id";
 pub const DATA: &str = "data";
 pub const RETRY: &str = "retry";
+/// The field of a final event's data (`rebalance`, `shutdown`) that says when to come back, in
+/// milliseconds, for clients that do not read `retry:`.
+pub const RECONNECT_AFTER_MS: &str = "reconnect_after_ms";
 
 /// A named event (`lock-lost`, `unbound`, `shutdown`, `refused`, …) with one line of data, and
 /// the pause an `EventSource` should take before it reconnects when `retry` is given. The

@@ -280,7 +280,7 @@ fn refused_in_sse(refusal: &ApiError, permanent_retry: Duration) -> Response {
     });
     // The JSON answer is one line (serde_json escapes newlines inside strings).
     let data = refusal.body();
-    event_stream(Body::from(format!("retry: {}\nevent: refused\ndata: {data}\n\n", retry.as_millis())))
+    event_stream(Body::from(kubescaler_sse::event("refused", data, Some(retry))))
 }
 
 /// Which instance answered: a probe of the load spread that needs no stream.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use kubescaler_sse::RECONNECT_AFTER_MS;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, oneshot, watch};
 
@@ -92,8 +93,7 @@ impl OpenStream {
                 if !state.started {
                     state.started = true;
                     // Sent at once, so the client has the response head without waiting a tick.
-                    let hello = format!("retry: {}\n: stream open\n\n", RECONNECT_AFTER.as_millis());
-                    return Some((Ok(Bytes::from(hello)), state));
+                    return Some((Ok(Bytes::from(kubescaler_sse::opening(RECONNECT_AFTER))), state));
                 }
                 loop {
                     tokio::select! {
@@ -146,16 +146,16 @@ impl OpenStream {
 
 /// `retry:` too, so that EventSource clients come back as soon as the others.
 fn rebalance_frame() -> Bytes {
-    let data = json!({
+    let mut data = json!({
         "reason": "this instance holds more than its share of the streams; reconnect, another one takes this stream",
-        "reconnect_after_ms": REBALANCE_RETRY.as_millis() as u64,
     });
-    Bytes::from(format!("retry: {}\nevent: rebalance\ndata: {data}\n\n", REBALANCE_RETRY.as_millis()))
+    data[RECONNECT_AFTER_MS] = json!(REBALANCE_RETRY.as_millis() as u64);
+    Bytes::from(kubescaler_sse::event("rebalance", data, Some(REBALANCE_RETRY)))
 }
 
 fn shutdown_frame() -> Bytes {
     feed::control(
         "shutdown",
-        &json!({ "reason": "this instance is shutting down; reconnect", "reconnect_after_ms": RECONNECT_AFTER.as_millis() as u64 }),
+        &json!({ "reason": "this instance is shutting down; reconnect", RECONNECT_AFTER_MS: RECONNECT_AFTER.as_millis() as u64 }),
     )
 }

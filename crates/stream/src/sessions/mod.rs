@@ -208,10 +208,9 @@ impl Sessions {
         &self.metrics
     }
 
-    /// The one lock: held for a few instructions, never across an await; a panic while
-    /// holding it leaves the state whole (every change is one assignment or one map edit).
+    /// The one lock: held for a few instructions, never across an await.
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        kubescaler_core::sync::lock(&self.state)
     }
 
     /// When a stream whose lock is valid until `valid_until` must have ended.

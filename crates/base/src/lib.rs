@@ -1,18 +1,10 @@
 //! base: the internal REST service that owns users and profiles.
 //!
-//! - [`config`]: the settings ([`Config`]), every flag also an environment variable.
-//! - [`routes`]: the API (see the README's table); every error is a JSON [`ApiError`].
-//! - [`store`]: the [`Store`] trait the API runs on, so backends are interchangeable.
-//! - [`cassandra`]: the Cassandra store (schema, prepared statements, lazy connection).
-//! - [`embedded`]: the embedded store of the all-in-one process (a `redb` file).
-//! - [`paging`]: every row of a paged CQL statement, page by page (also used by the benchmarks).
-//! - [`changes`]: the binding changes base announces after the writes that may unbind a pair.
+//! [`app`] is the HTTP surface over any store; [`build`] binds and wires; the `base` binary is a
+//! thin shell around it, and tests start it in-process on port 0.
 //!
-//! [`app`] is the HTTP surface over any store; [`build`] binds and wires; the `base` binary is a thin shell around it, and
-//! tests start it in-process on port 0.
-//!
-//! [`ApiError`]: kubescaler_server::ApiError
-//! [`Store`]: store::Store
+//! What each module holds, how they work together and why: docs/ARCHITECTURE.md, section
+//! "kubescaler-base".
 
 pub mod cassandra;
 pub mod changes;

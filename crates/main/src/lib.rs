@@ -1,13 +1,10 @@
 //! main: the public helper service — listings, test data, and which of a user's profiles are
 //! streaming right now.
 //!
-//! - [`config`]: the settings ([`Config`]), every flag also an environment variable.
-//! - [`routes`]: the API, at `/x` and at `/main/x` (or at `/x` only, see [`Mount`]).
-//! - [`launched`]: which pairs are streaming — the [`LaunchedReader`](launched::LaunchedReader)
-//!   trait, over Redis (one `MGET` per request) or the all-in-one's in-process registry.
-//! - [`testdata`]: the background generator of random users and profiles.
-//!
 //! [`app`] is the HTTP surface over any launched registry; [`build`] binds and wires.
+//!
+//! What each module holds, how they work together and why: docs/ARCHITECTURE.md, section
+//! "kubescaler-main".
 
 pub mod config;
 pub mod launched;

@@ -2,10 +2,10 @@
 //! (not a cluster), each behind a lazy, reconnecting connection, and a command sent to all of
 //! them at once with its answers counted against the quorum (N/2+1).
 //!
-//! - [`config`]: the settings ([`RedisArgs`]).
-//! - [`instances`]: the connections ([`RedisInstances`]) and the quorum fan-out.
-//!
 //! What is written where (the key schema) is `kubescaler_core::keys`.
+//!
+//! What each module holds, how they work together and why: docs/ARCHITECTURE.md, section
+//! "kubescaler-base-client and kubescaler-redis".
 
 pub mod config;
 pub mod instances;

@@ -2,11 +2,8 @@
 //! `kubescaler-bench` and the stream tests — so that the writer, the readers and a browser's
 //! `EventSource` agree on what an event is.
 //!
-//! - [`Parser`]: bytes in, as they come off the connection; complete [`Event`]s out.
-//! - [`event`] and [`opening`]: the frames that are not messages, written.
-//! - [`message`]: the layout of stream's messages, written once per message by stream's feed
-//!   and read back by clients (its `host`, its `timestamp`) without decoding the tens of
-//!   kilobytes of data that follow.
+//! What each module holds, how they work together and why: docs/ARCHITECTURE.md, section
+//! "kubescaler-sse".
 
 pub mod message;
 

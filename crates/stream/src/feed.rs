@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 /// One encoded message, shared by every connection.
 #[derive(Debug, Clone)]
-pub struct Frame {
+pub(crate) struct Frame {
     pub seq: u64,
     pub bytes: Bytes,
 }
@@ -26,7 +26,7 @@ pub struct Frame {
 const POOL_BYTES: usize = 1 << 20;
 
 /// Starts the generator; it stops when `shutdown` fires.
-pub fn start(
+pub(crate) fn start(
     host: String,
     interval: Duration,
     message_bytes: usize,
@@ -72,7 +72,7 @@ pub fn start(
 }
 
 /// A named event that ends a stream: `lock-lost`, `unbound`, `shutdown`.
-pub fn control(event: &str, data: &serde_json::Value) -> Bytes {
+pub(crate) fn control(event: &str, data: &serde_json::Value) -> Bytes {
     Bytes::from(kubescaler_sse::event(event, data, None))
 }
 

@@ -2,30 +2,19 @@
 //! across every replica (Redlock), at about 2 Mbit/s per client, dropping messages for slow
 //! readers instead of queueing them. Also serves the test agent page.
 //!
-//! - [`config`]: the settings ([`Config`]), every flag also an environment variable.
-//! - [`routes`]: every route and handler, and how a refusal is answered (JSON, or an SSE
-//!   `refused` event for an EventSource).
-//! - [`sessions`]: admission, the body of each stream, the guard that ends it on every path,
-//!   and the instance's one refresher of locks and markers.
-//! - [`locks`]: the [`PairLocks`](locks::PairLocks) trait, its Redlock implementation and the
-//!   all-in-one's in-process one; the same registry holds each instance's number of open
-//!   streams.
-//! - [`changes`]: where the instance hears of binding changes base announces.
-//! - [`metrics`]: what stream counts, in Prometheus.
-//! - [`rebalance`]: how many streams an instance holding more than its share hands off.
-//! - [`feed`]: the instance's one message generator, frames encoded once and shared.
-//! - [`pages`]: the test agent page and the usage page, embedded from `static/`.
-//!
 //! [`app`] is the HTTP surface over any lock registry; [`build`] binds and wires.
+//!
+//! What each module holds, how they work together and why: docs/ARCHITECTURE.md, section
+//! "kubescaler-stream".
 
 pub mod changes;
 pub mod config;
-pub mod feed;
+mod feed;
 pub mod locks;
-pub mod metrics;
-pub mod pages;
-pub mod rebalance;
-pub mod routes;
+mod metrics;
+mod pages;
+mod rebalance;
+mod routes;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -42,6 +31,8 @@ use crate::metrics::StreamMetrics;
 use crate::sessions::{Refresher, Sessions};
 
 pub use config::{Config, DEFAULT_PORT};
+pub use rebalance::Tolerance;
+pub use routes::openapi;
 
 /// stream over one lock registry: its HTTP surface, its open streams, and its refresher,
 /// already running, whose drain is the shutdown work of whatever serves the router.

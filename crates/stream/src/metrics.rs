@@ -6,7 +6,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 
 /// stream's own metrics; the request metrics every service has are `kubescaler_server`'s.
 #[derive(Debug, Clone)]
-pub struct StreamMetrics {
+pub(crate) struct StreamMetrics {
     pub active: IntGauge,
     pub sent: IntCounter,
     pub dropped: IntCounter,
@@ -20,7 +20,7 @@ pub struct StreamMetrics {
 }
 
 impl StreamMetrics {
-    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+    pub(crate) fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         let metrics = Self {
             active: IntGauge::new("kubescaler_stream_active_connections", "Streams open on this instance")?,
             sent: IntCounter::new("kubescaler_stream_messages_sent_total", "Messages written to streams")?,

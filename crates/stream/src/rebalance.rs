@@ -38,7 +38,7 @@ pub enum Tolerance {
 }
 
 impl Tolerance {
-    pub fn of(self, fair: u64) -> u64 {
+    pub(crate) fn of(self, fair: u64) -> u64 {
         match self {
             Tolerance::Streams(n) => n,
             Tolerance::Percent(p) => ((fair as f64 * p / 100.0).ceil() as u64).max(1),
@@ -82,7 +82,7 @@ impl std::fmt::Display for Tolerance {
 
 /// What one tick decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// ceil(total / live instances).
     pub fair: u64,
     /// Streams to hand off now (0: none).
@@ -91,7 +91,7 @@ pub struct Decision {
 
 /// One instance's rebalancing state, advanced once per `REBALANCE_PERIOD` tick.
 #[derive(Debug, Clone)]
-pub struct Rebalancer {
+pub(crate) struct Rebalancer {
     tolerance: Tolerance,
     /// Ticks seen so far; the first one is the instance's first period.
     ticks: u64,
@@ -102,12 +102,12 @@ pub struct Rebalancer {
 }
 
 impl Rebalancer {
-    pub fn new(tolerance: Tolerance) -> Self {
+    pub(crate) fn new(tolerance: Tolerance) -> Self {
         Self { tolerance, ticks: 0, over: 0, quiet: 0 }
     }
 
     /// `own`: the streams this instance holds; `fleet`: every live instance's, its own included.
-    pub fn tick(&mut self, own: u64, fleet: impl IntoIterator<Item = u64>) -> Decision {
+    pub(crate) fn tick(&mut self, own: u64, fleet: impl IntoIterator<Item = u64>) -> Decision {
         self.ticks += 1;
         let (mut live, mut total) = (0u64, 0u64);
         for streams in fleet {

@@ -31,7 +31,7 @@ const INVALID_RETRY: Duration = Duration::from_secs(3600);
 /// Every route of stream — the streams, `/ping`, the pages — each registered with its
 /// description (`#[utoipa::path]` beside each handler), so the router and [`openapi`] cannot
 /// disagree.
-pub fn router(sessions: Arc<Sessions>) -> OpenApiRouter {
+pub(crate) fn router(sessions: Arc<Sessions>) -> OpenApiRouter {
     routes().with_state(sessions)
 }
 

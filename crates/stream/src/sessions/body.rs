@@ -23,7 +23,7 @@ const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 const REBALANCE_RETRY: Duration = Duration::from_millis(250);
 /// Held by an open stream; its drop is the stream's end on every path.
 #[derive(Debug)]
-pub struct StreamGuard {
+pub(crate) struct StreamGuard {
     pub(super) id: u64,
     pub(super) lease: Lease,
     pub(super) sessions: Arc<Sessions>,

@@ -49,7 +49,7 @@ use crate::locks::{AcquireError, Lease, Lost, PairLocks, RegistryUnavailable};
 use crate::metrics::StreamMetrics;
 use crate::rebalance::Rebalancer;
 
-pub use body::{OpenStream, StreamGuard};
+pub use body::OpenStream;
 pub use refresher::{Refresher, RefresherStopped};
 
 /// How long before its lock's validity runs out a stream whose extensions go unconfirmed is

@@ -57,7 +57,7 @@ impl Stopped {
 impl Refresher {
     /// Starts `sessions`' refresher, and its binding watcher on `notices`; they run until the
     /// instance's shutdown token fires.
-    pub fn spawn(sessions: Arc<Sessions>, notices: mpsc::UnboundedReceiver<Notice>) -> Self {
+    pub(crate) fn spawn(sessions: Arc<Sessions>, notices: mpsc::UnboundedReceiver<Notice>) -> Self {
         let stopped = Arc::new(Stopped::default());
         let shutdown = sessions.shutdown.clone();
         let task = tokio::spawn({
@@ -78,7 +78,7 @@ impl Refresher {
     }
 
     /// Readiness of the refresher: fails once it stopped before the shutdown.
-    pub fn probe(&self) -> Arc<dyn Probe> {
+    pub(crate) fn probe(&self) -> Arc<dyn Probe> {
         Ping::probe("refresher", self.stopped.clone(), Stopped::check)
     }
 

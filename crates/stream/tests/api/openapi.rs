@@ -34,7 +34,7 @@ async fn every_route_is_documented_and_every_documented_route_served() {
     assert_eq!(response.headers()["content-type"], "application/json");
     let doc: Value = response.json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
-    assert_eq!(doc, serde_json::to_value(kubescaler_stream::routes::openapi()).unwrap());
+    assert_eq!(doc, serde_json::to_value(kubescaler_stream::openapi()).unwrap());
     // Random ids name no profile, so no stream is opened and no lock taken.
     kubescaler_testkit::assert_routes_match_document(&stream, &app.router, &doc, &[""], &[]).await;
     stream.stop().await;
@@ -42,7 +42,7 @@ async fn every_route_is_documented_and_every_documented_route_served() {
 
 #[test]
 fn the_stream_and_its_refusals_are_described_as_they_are_answered() {
-    let doc = serde_json::to_value(kubescaler_stream::routes::openapi()).unwrap();
+    let doc = serde_json::to_value(kubescaler_stream::openapi()).unwrap();
     let (count, off) = kubescaler_testkit::error_answers_off_the_error_body(&doc);
     assert!(off.is_empty(), "{off:?}");
     assert!(count >= 10, "{count}");

@@ -8,7 +8,6 @@ use kubescaler_core::duration;
 
 /// The settings' defaults: one definition for the flags and for [`CassandraConfig::new`].
 pub mod defaults {
-    use std::sync::LazyLock;
     use std::time::Duration;
 
     /// A single node on this machine, as `scripts/services.sh` runs it.
@@ -20,11 +19,6 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     /// A query with its retries; base answers 503 past it rather than hold the request.
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-    pub(crate) static CONNECT_TIMEOUT_TEXT: LazyLock<String> =
-        LazyLock::new(|| kubescaler_core::duration::text(CONNECT_TIMEOUT));
-    pub(crate) static REQUEST_TIMEOUT_TEXT: LazyLock<String> =
-        LazyLock::new(|| kubescaler_core::duration::text(REQUEST_TIMEOUT));
 }
 
 #[derive(Debug, Clone, Args)]
@@ -55,11 +49,11 @@ pub struct CassandraConfig {
     pub replication: String,
 
     /// Time allowed to open a connection to a node.
-    #[arg(id = "cassandra_connect_timeout", long = "cassandra-connect-timeout", env = "CASSANDRA_CONNECT_TIMEOUT", value_name = "CASSANDRA_CONNECT_TIMEOUT", value_parser = duration::parse, default_value = defaults::CONNECT_TIMEOUT_TEXT.as_str())]
+    #[arg(id = "cassandra_connect_timeout", long = "cassandra-connect-timeout", env = "CASSANDRA_CONNECT_TIMEOUT", value_name = "CASSANDRA_CONNECT_TIMEOUT", value_parser = duration::parse, default_value = duration::text(defaults::CONNECT_TIMEOUT))]
     pub connect_timeout: Duration,
 
     /// Client-side timeout of one query (all its retries included).
-    #[arg(id = "cassandra_request_timeout", long = "cassandra-request-timeout", env = "CASSANDRA_REQUEST_TIMEOUT", value_name = "CASSANDRA_REQUEST_TIMEOUT", value_parser = duration::parse, default_value = defaults::REQUEST_TIMEOUT_TEXT.as_str())]
+    #[arg(id = "cassandra_request_timeout", long = "cassandra-request-timeout", env = "CASSANDRA_REQUEST_TIMEOUT", value_name = "CASSANDRA_REQUEST_TIMEOUT", value_parser = duration::parse, default_value = duration::text(defaults::REQUEST_TIMEOUT))]
     pub request_timeout: Duration,
 }
 
